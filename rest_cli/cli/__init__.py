@@ -1,0 +1,1 @@
+"""The command-line layer: one small module per subcommand over the library."""

@@ -1,0 +1,67 @@
+"""What every subcommand shares: input/output options, one-line errors, stderr reporting."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, TypeVar
+
+import typer
+
+from ..errors import EXIT_INTERRUPTED, RestError
+from ..records import RecordReader
+
+T = TypeVar("T")
+
+InputArg = Annotated[str, typer.Argument(
+    help="JSONL input: a path, or '-' for stdin. Files ending in .gz are decompressed.")]
+OutputOpt = Annotated[str, typer.Option(
+    "--output", "-o", help="Write records here instead of stdout; the file appears only when complete. "
+                           ".gz compresses.")]
+SkipInvalidOpt = Annotated[bool, typer.Option(
+    "--skip-invalid", help="Skip malformed records (counted on stderr) instead of stopping at the first.")]
+
+
+def log(command: str, message: str) -> None:
+    """One line on stderr, prefixed like the errors, unwrapped so logs stay greppable."""
+    print(f"rest {command}: {message}", file=sys.stderr, flush=True)
+
+
+def handles_errors(command: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Show library errors as `rest CMD: error: ...` with their exit code, never a traceback."""
+    def wrap(body: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(body)
+        def run(*args, **kwargs) -> None:
+            try:
+                body(*args, **kwargs)
+            except RestError as err:
+                log(command, f"error: {err}")
+                raise typer.Exit(err.exit_code) from None
+            except KeyboardInterrupt:
+                log(command, "interrupted")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+        return run
+    return wrap
+
+
+def report_skipped(command: str, reader: RecordReader) -> None:
+    """Say how many invalid records --skip-invalid passed over, and the first one."""
+    if reader.skipped:
+        log(command, f"skipped {reader.skipped} invalid record(s); first: {reader.first_problem}")
+
+
+def progress(items: Iterable[T], description: str) -> Iterator[T]:
+    """Count items through a rich progress display on stderr, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn(description), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=None)
+        for item in items:
+            yield item
+            bar.advance(task)

@@ -1,0 +1,38 @@
+"""`rest filter`: keep the candidates the Improve step trains on."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..filters import FilterSpec, FilterStats, filter_records
+from ..records import RecordReader, RecordWriter
+from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+
+
+@handles_errors("filter")
+def filter(
+    input: InputArg = "-",
+    tau: Annotated[Optional[float], typer.Option(help="Keep reward > TAU (ReST's global threshold).")] = None,
+    percentile: Annotated[Optional[float], typer.Option(
+        help="Per source: keep reward >= the P-th percentile of that source's rewards.")] = None,
+    gamma: Annotated[Optional[float], typer.Option(
+        help="Per source: keep reward >= G*max + (1-G)*mean of that source's rewards.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Per source: keep the K best candidates.")] = None,
+    dedup: Annotated[bool, typer.Option("--dedup", help="Per source: drop repeated hypotheses first.")] = False,
+    output: OutputOpt = "-",
+    skip_invalid: SkipInvalidOpt = False,
+) -> None:
+    """Keep scored candidates that pass every given criterion; order is preserved.
+
+    Per-source criteria need the stream grouped by `id` (as `rest sample` writes it) and hold
+    one source's candidates in memory at a time.
+    """
+    spec = FilterSpec(tau=tau, percentile=percentile, gamma=gamma, top_k=top_k, dedup=dedup)
+    reader = RecordReader(input, required=spec.fields(), skip_invalid=skip_invalid)
+    stats = FilterStats()
+    with RecordWriter(output) as writer:
+        writer.write_all(filter_records(reader, spec, stats))
+    report_skipped("filter", reader)
+    log("filter", stats.summary())

@@ -1,0 +1,152 @@
+"""The Improve step's filters: which scored candidates are kept for fine-tuning.
+
+A global threshold works record by record (ReST's F(x, y; tau) = 1[R(x, y) > tau]).
+Per-source filters (percentile, gamma, top-k, de-duplication) look at all candidates of
+one source, so they read a stream grouped by `id` and hold one group at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .records import Record, RecordReader, iter_groups
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """What to keep. Criteria combine: a candidate must pass every threshold given, then
+    `top_k` keeps the best survivors of each source. `dedup` drops repeated hypotheses of
+    a source first (keeping the first), so thresholds and top-k see distinct candidates."""
+
+    tau: float | None = None          # keep reward > tau
+    percentile: float | None = None   # keep reward >= the P-th percentile of the source's rewards
+    gamma: float | None = None        # keep reward >= gamma*max + (1-gamma)*mean of the source
+    top_k: int | None = None          # keep the k best of the source (ties: earlier first)
+    dedup: bool = False
+
+    def __post_init__(self):
+        _check_range("--tau", self.tau, 0.0, 1.0)
+        _check_range("--percentile", self.percentile, 0.0, 100.0)
+        _check_range("--gamma", self.gamma, 0.0, 1.0)
+        if self.top_k is not None and self.top_k < 1:
+            raise UsageError(f"--top-k must be at least 1, got {self.top_k}")
+        if not (self.per_source or self.tau is not None):
+            raise UsageError("give a filter: --tau, --percentile, --gamma, --top-k or --dedup")
+
+    @property
+    def per_source(self) -> bool:
+        return self.percentile is not None or self.gamma is not None or self.top_k is not None or self.dedup
+
+    def fields(self) -> tuple[str, ...]:
+        """The record fields this filter reads."""
+        return ("reward",) + (("id",) if self.per_source else ()) + (("hyp",) if self.dedup else ())
+
+
+def _check_range(option: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not (low <= value <= high):
+        raise UsageError(f"{option} must be in [{low:g}, {high:g}], got {value:g}")
+
+
+def percentile_threshold(rewards: list[float], percentile: float) -> float:
+    """The P-th percentile of rewards, linearly interpolated (numpy's default)."""
+    import numpy
+
+    return float(numpy.percentile(rewards, percentile))
+
+
+def gamma_threshold(rewards: list[float], gamma: float) -> float:
+    """gamma*max + (1-gamma)*mean; capped at max so rounding in the mean never empties a source."""
+    best = max(rewards)
+    mean = math.fsum(rewards) / len(rewards)
+    return min(gamma * best + (1.0 - gamma) * mean, best)
+
+
+def dedup_hypotheses(group: list[Record]) -> list[Record]:
+    """Drop candidates whose `hyp` repeats an earlier one of the same source."""
+    seen: set[str] = set()
+    unique = []
+    for record in group:
+        if record["hyp"] not in seen:
+            seen.add(record["hyp"])
+            unique.append(record)
+    return unique
+
+
+def top_k(group: list[Record], k: int) -> list[Record]:
+    """The k highest-reward candidates, in their original order; ties go to the earlier."""
+    ranked = sorted(range(len(group)), key=lambda i: -group[i]["reward"])[:k]
+    return [group[i] for i in sorted(ranked)]
+
+
+def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
+    """Apply `spec` to the candidates of one source; order is kept."""
+    if spec.dedup:
+        group = dedup_hypotheses(group)
+    rewards = [r["reward"] for r in group]
+    floor = -math.inf
+    if spec.percentile is not None:
+        floor = max(floor, percentile_threshold(rewards, spec.percentile))
+    if spec.gamma is not None:
+        floor = max(floor, gamma_threshold(rewards, spec.gamma))
+    tau = -math.inf if spec.tau is None else spec.tau
+    kept = [r for r in group if r["reward"] > tau and r["reward"] >= floor]
+    return top_k(kept, spec.top_k) if spec.top_k is not None else kept
+
+
+@dataclass
+class FilterStats:
+    """What a filter run did, for the summary on stderr."""
+
+    records_in: int = 0
+    records_out: int = 0
+    sources: int = 0
+    empty_sources: int = 0
+    reward_in: float = 0.0
+    reward_out: float = 0.0
+
+    def add(self, group: list[Record], kept: list[Record]) -> None:
+        self.records_in += len(group)
+        self.records_out += len(kept)
+        self.sources += 1
+        self.empty_sources += not kept
+        self.reward_in += math.fsum(r["reward"] for r in group)
+        self.reward_out += math.fsum(r["reward"] for r in kept)
+
+    def summary(self) -> str:
+        share = 100.0 * self.records_out / self.records_in if self.records_in else 0.0
+        return (f"{self.records_in} records in, {self.records_out} out ({share:.1f}%); "
+                f"{self.sources} sources, {self.empty_sources} left with no candidate; "
+                f"mean reward {_mean(self.reward_in, self.records_in)} in, "
+                f"{_mean(self.reward_out, self.records_out)} out")
+
+
+def _mean(total: float, count: int) -> str:
+    return f"{total / count:.4f}" if count else "-"
+
+
+def _runs(reader: RecordReader) -> Iterator[list[Record]]:
+    """Runs of consecutive records with one id (a record without id is its own run).
+
+    Used for the global threshold, which needs no grouping: runs only feed the summary's
+    source counts, so an ungrouped stream is filtered correctly and merely counted loosely.
+    """
+    run: list[Record] = []
+    for record in reader:
+        if run and ("id" not in record or record.get("id") != run[0].get("id")):
+            yield run
+            run = []
+        run.append(record)
+    if run:
+        yield run
+
+
+def filter_records(reader: RecordReader, spec: FilterSpec, stats: FilterStats) -> Iterator[Record]:
+    """Stream the records of `reader` that pass `spec`, counting into `stats`."""
+    groups = iter_groups(reader) if spec.per_source else _runs(reader)
+    for group in groups:
+        kept = filter_group(group, spec)
+        stats.add(group, kept)
+        yield from kept

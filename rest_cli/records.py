@@ -1,0 +1,239 @@
+"""JSONL record streams: reading with validation, grouping by source, atomic writing.
+
+A record is one JSON object per line (the contract is in docs/format.md). Reading and
+writing stream one line at a time, so memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+import orjson
+
+from .errors import InputError
+
+Record = dict[str, Any]
+STDIO = "-"
+_BOM = b"\xef\xbb\xbf"
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_reward(value: Any) -> bool:
+    return _is_number(value) and 0.0 <= value <= 1.0
+
+
+# The fields of the contract: the check each must pass, and what the error calls it.
+FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "id": (_is_id, "a string or an integer"),
+    "src": (_is_text, "a string"),
+    "ref": (_is_text, "a string"),
+    "hyp": (_is_text, "a string"),
+    "k": (_is_count, "a non-negative integer"),
+    "reward": (_is_reward, "a finite number in [0, 1]"),
+    "logprob": (_is_number, "a finite number"),
+    "weight": (_is_number, "a finite number"),
+}
+
+
+def _describe(value: Any) -> str:
+    """Name a bad value briefly, for an error message."""
+    text = orjson.dumps(value).decode() if not isinstance(value, float) else repr(value)
+    kind = type(value).__name__ if value is not None else "null"
+    return f"{kind} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def check_record(record: Any, required: Iterable[str], optional: Iterable[str] = (),
+                 needed_by: str = "") -> str | None:
+    """Return what is wrong with `record` for a command that needs `required`, or None.
+
+    `needed_by` says who needs the required fields, for the message (e.g. "reward 'chrf'").
+    """
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {_describe(record)}"
+    for field in required:
+        if field not in record:
+            return f"field '{field}' is missing" + (f" ({needed_by} needs it)" if needed_by else "")
+    for field in (*required, *optional):
+        if field in record:
+            ok, expected = FIELDS[field]
+            if not ok(record[field]):
+                return f"field '{field}' must be {expected}, got {_describe(record[field])}"
+    return None
+
+
+def _open_binary_input(path: str) -> IO[bytes]:
+    if path == STDIO:
+        return sys.stdin.buffer
+    try:
+        stream = open(path, "rb")
+    except OSError as err:
+        raise InputError(path, None, f"cannot open: {err.strerror}") from None
+    return gzip.open(stream) if path.endswith(".gz") else stream
+
+
+class RecordReader:
+    """Iterate over the valid records of one JSONL input, checking the fields a command uses.
+
+    Invalid records raise InputError naming file and line, or, with `skip_invalid`, are
+    counted in `skipped` (the first message kept in `first_problem`). Blank lines are not
+    records and are passed over.
+    """
+
+    def __init__(self, path: str = STDIO, required: Iterable[str] = (), optional: Iterable[str] = (),
+                 skip_invalid: bool = False, needed_by: str = ""):
+        self.path = path
+        self.needed_by = needed_by
+        self.name = "<stdin>" if path == STDIO else path
+        self.required = tuple(required)
+        self.optional = tuple(optional)
+        self.skip_invalid = skip_invalid
+        self.line = 0
+        self.skipped = 0
+        self.first_problem: str | None = None
+
+    def __iter__(self) -> Iterator[Record]:
+        stream = _open_binary_input(self.path)
+        try:
+            yield from self._records(stream)
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+
+    def _records(self, stream: IO[bytes]) -> Iterator[Record]:
+        try:
+            for self.line, raw in enumerate(stream, 1):
+                if self.line == 1 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM):]
+                if not raw.strip():
+                    continue
+                record = self._parse(raw)
+                if record is not None:
+                    yield record
+        except (OSError, EOFError, gzip.BadGzipFile) as err:
+            raise InputError(self.name, self.line + 1, f"cannot read: {err}") from None
+
+    def _parse(self, raw: bytes) -> Record | None:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            problem = f"invalid JSON: {err.args[0] if err.args else err}"
+        else:
+            problem = check_record(record, self.required, self.optional, self.needed_by)
+        if problem is None:
+            return record
+        return self._reject(problem)
+
+    def _reject(self, problem: str) -> None:
+        if not self.skip_invalid:
+            raise InputError(self.name, self.line, problem)
+        self.skipped += 1
+        if self.first_problem is None:
+            self.first_problem = f"{self.name}:{self.line}: {problem}"
+        return None
+
+    def fail(self, message: str) -> InputError:
+        """An error located at the record read last (for problems found after reading)."""
+        return InputError(self.name, self.line, message)
+
+
+def iter_groups(reader: RecordReader, key: str = "id", check: bool = True) -> Iterator[list[Record]]:
+    """Yield runs of consecutive records sharing `key`, holding one run in memory.
+
+    With `check`, an id that comes back after another id is an error: the stream is not
+    grouped. The check keeps a 64-bit hash per id seen, so it grows with the number of
+    sources (not of records).
+    """
+    seen: set[int] = set()
+    group: list[Record] = []
+    for record in reader:
+        value = record[key]
+        if group and value != group[0][key]:
+            yield group
+            group = []
+        if not group and check:
+            fingerprint = hash((type(value).__name__, value))
+            if fingerprint in seen:
+                raise reader.fail(f"{key} {value!r} appears again after other {key}s: the stream is "
+                                  f"not grouped by {key} (sort or group it first)")
+            seen.add(fingerprint)
+        group.append(record)
+    if group:
+        yield group
+
+
+class RecordWriter:
+    """Write records as JSONL to stdout or to a file; a file appears only when complete.
+
+    Use as a context manager. A file output is written to a temporary name beside it and
+    renamed on success; on any error or interruption the temporary file is removed, so a
+    failed run leaves no half-written file. `.gz` outputs are compressed.
+    """
+
+    def __init__(self, path: str = STDIO):
+        self.path = path
+        self.count = 0
+        self._tmp: str | None = None
+        self._raw: IO[bytes] | None = None
+        self._out: IO[bytes] | None = None
+
+    def __enter__(self) -> "RecordWriter":
+        if self.path == STDIO:
+            self._out = sys.stdout.buffer
+            return self
+        directory, name = os.path.split(os.path.abspath(self.path))
+        self._tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+        self._raw = open(self._tmp, "wb")
+        self._out = io.BufferedWriter(gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)) \
+            if self.path.endswith(".gz") else self._raw
+        return self
+
+    def write(self, record: Record) -> None:
+        """Write one record as one line."""
+        self._out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        self.count += 1
+
+    def write_all(self, records: Iterable[Record]) -> int:
+        """Write every record of an iterable; return how many were written."""
+        for record in records:
+            self.write(record)
+        return self.count
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._tmp is None:
+            self._out.flush()
+            return
+        try:
+            if exc_type is None:
+                self._finish_file()
+        finally:
+            self._raw.close()
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+
+    def _finish_file(self) -> None:
+        if self._out is not self._raw:
+            self._out.close()  # closes the gzip stream, writing its trailer, but not _raw
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        os.replace(self._tmp, self.path)

@@ -1,0 +1,109 @@
+"""score and filter as a user runs them: subprocesses, exit codes, real shell pipelines."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, read_jsonl, rest, write_jsonl
+
+CANDIDATES = [
+    {"id": "s1", "src": "ein Hund", "ref": "a dog", "hyp": "a dog", "k": 0, "meta": {"x": 1}},
+    {"id": "s1", "src": "ein Hund", "ref": "a dog", "hyp": "one cat", "k": 1},
+    {"id": "s2", "src": "zwei Katzen", "ref": "two cats", "hyp": "two cats", "k": 0},
+    {"id": "s2", "src": "zwei Katzen", "ref": "two cats", "hyp": "two dogs", "k": 1},
+]
+
+
+@pytest.fixture
+def candidates(tmp_path):
+    return write_jsonl(tmp_path / "cands.jsonl", CANDIDATES)
+
+
+def shell(command: str, cwd) -> subprocess.CompletedProcess:
+    env_python = f"PYTHONPATH={REPO} {sys.executable} -m rest_cli"
+    return subprocess.run(command.replace("rest ", f"{env_python} "), shell=True, capture_output=True,
+                          cwd=cwd, timeout=300, executable="/bin/bash")
+
+
+def test_score_adds_reward_and_provenance_keeping_other_fields(candidates):
+    result = rest("score", "--reward", "exact", str(candidates))
+    assert result.returncode == 0, result.stderr
+    out = read_jsonl(result.stdout)
+    assert [r["reward"] for r in out] == [1.0, 0.0, 1.0, 0.0]
+    assert out[0]["meta"] == {"x": 1} and out[0]["reward_name"] == "exact"
+    assert [{k: v for k, v in r.items() if not k.startswith("reward")} for r in out] == CANDIDATES
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq not installed")
+def test_score_filter_jq_pipeline(candidates, tmp_path):
+    result = shell(f"set -o pipefail; cat {candidates} | rest score --reward chrf | rest filter --tau 0.5 "
+                   "| jq -r .hyp", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().split("\n")[:-1] == ["a dog", "two cats"]
+    assert b"4 records in, 2 out (50.0%); 2 sources, 0 left with no candidate" in result.stderr
+
+
+def test_per_source_filter_pipeline_with_gzip_files(candidates, tmp_path):
+    result = shell(f"set -o pipefail; rest score -r chrf {candidates} -o scored.jsonl.gz && "
+                   "rest filter --top-k 1 scored.jsonl.gz -o best.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [r["hyp"] for r in read_jsonl((tmp_path / "best.jsonl").read_bytes())] == ["a dog", "two cats"]
+
+
+def test_head_closes_the_pipe_quietly(tmp_path):
+    many = write_jsonl(tmp_path / "many.jsonl", [{"id": i, "reward": 0.9} for i in range(200_000)])
+    result = shell(f"rest filter --tau 0.5 {many} | head -n 2", cwd=tmp_path)
+    assert len(result.stdout.splitlines()) == 2
+    assert b"Traceback" not in result.stderr and b"BrokenPipe" not in result.stderr
+
+
+@pytest.mark.parametrize("args, line, code, message", [
+    (["score", "-r", "chrf"], b'{"id": 1, "hyp": "a"}', 3, "<stdin>:2: field 'ref' is missing (reward 'chrf' needs it)"),
+    (["filter", "--tau", "0.5"], b'{"id": 1, "reward": "high"}', 3, "<stdin>:2: field 'reward' must be"),
+    (["filter", "--tau", "0.5"], b'{"id": 1, "reward": NaN}', 3, "<stdin>:2: invalid JSON"),
+    (["filter", "--gamma", "0.5"], b'{"reward": 0.5}', 3, "<stdin>:2: field 'id' is missing"),
+    (["score", "-r", "chrf"], b'{"hyp": ["a"], "ref": "a"}', 3, "<stdin>:2: field 'hyp' must be a string"),
+    (["score", "-r", "nope"], b'{}', 2, "unknown reward 'nope'"),
+    (["filter"], b'{}', 2, "give a filter"),
+])
+def test_bad_input_is_one_line_with_its_exit_code(args, line, code, message):
+    good = b'{"id": 0, "hyp": "a", "ref": "a", "reward": 0.5}\n'
+    result = rest(*args, input=good + line + b"\n")
+    assert result.returncode == code
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rest {args[0]}: error: {message}"), lines
+
+
+def test_failed_run_writes_no_output_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": 1, "reward": 0.9}\n' * 1000 + b'{"id": 2, "reward": 2}\n')
+    result = rest("filter", "--tau", "0.5", str(bad), "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 3
+    assert f"{bad}:1001: field 'reward'" in result.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_skip_invalid_reports_the_count(tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(b'{"id": 1, "reward": 0.9}\n{oops\n{"id": 2, "reward": 0.8}\n{"id": 3}\n')
+    result = rest("filter", "--tau", "0.5", "--skip-invalid", str(mixed))
+    assert result.returncode == 0
+    assert [r["id"] for r in read_jsonl(result.stdout)] == [1, 2]
+    assert f"skipped 2 invalid record(s); first: {mixed}:2: invalid JSON" in result.stderr.decode()
+
+
+def test_ungrouped_stream_is_refused_by_per_source_filters(tmp_path):
+    path = write_jsonl(tmp_path / "u.jsonl", [{"id": "a", "reward": 0.1}, {"id": "b", "reward": 0.2},
+                                               {"id": "a", "reward": 0.3}])
+    result = rest("filter", "--top-k", "1", str(path))
+    assert result.returncode == 3
+    assert "u.jsonl:3: id 'a' appears again" in result.stderr.decode()
+
+
+def test_help_does_not_import_torch_or_ctranslate2():
+    code = ("import sys; from rest_cli.cli.main import app; "
+            "assert not {'torch', 'ctranslate2'} & set(sys.modules), sorted(sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+    assert rest("--help").returncode == 0 and rest("filter", "--help").returncode == 0
