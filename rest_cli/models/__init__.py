@@ -1,0 +1,1 @@
+"""The PyTorch Transformer, its SentencePiece tokenizer and the CTranslate2 export."""
