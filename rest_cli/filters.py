@@ -127,26 +127,39 @@ def _mean(total: float, count: int) -> str:
     return f"{total / count:.4f}" if count else "-"
 
 
-def _runs(reader: RecordReader) -> Iterator[list[Record]]:
-    """Runs of consecutive records with one id (a record without id is its own run).
+def _filter_by_tau(reader: RecordReader, tau: float, stats: FilterStats) -> Iterator[Record]:
+    """The global threshold, record by record in constant memory (the hot path of Improve).
 
-    Used for the global threshold, which needs no grouping: runs only feed the summary's
-    source counts, so an ungrouped stream is filtered correctly and merely counted loosely.
+    Sources are counted as runs of consecutive equal ids, for the summary only: an ungrouped
+    stream is filtered correctly and merely counted loosely.
     """
-    run: list[Record] = []
+    source, kept_in_source = _NO_ID, True
     for record in reader:
-        if run and ("id" not in record or record.get("id") != run[0].get("id")):
-            yield run
-            run = []
-        run.append(record)
-    if run:
-        yield run
+        reward = record["reward"]
+        record_id = record.get("id", _NO_ID)
+        if record_id is _NO_ID or record_id != source:
+            stats.sources += 1
+            stats.empty_sources += not kept_in_source
+            source, kept_in_source = record_id, False
+        stats.records_in += 1
+        stats.reward_in += reward
+        if reward > tau:
+            kept_in_source = True
+            stats.records_out += 1
+            stats.reward_out += reward
+            yield record
+    stats.empty_sources += not kept_in_source
+
+
+_NO_ID = object()
 
 
 def filter_records(reader: RecordReader, spec: FilterSpec, stats: FilterStats) -> Iterator[Record]:
     """Stream the records of `reader` that pass `spec`, counting into `stats`."""
-    groups = iter_groups(reader) if spec.per_source else _runs(reader)
-    for group in groups:
+    if not spec.per_source:
+        yield from _filter_by_tau(reader, spec.tau, stats)
+        return
+    for group in iter_groups(reader):
         kept = filter_group(group, spec)
         stats.add(group, kept)
         yield from kept

@@ -36,11 +36,11 @@ def _is_count(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return (type(value) is float or type(value) is int) and math.isfinite(value)  # bool is not int here
 
 
 def _is_reward(value: Any) -> bool:
-    return _is_number(value) and 0.0 <= value <= 1.0
+    return (type(value) is float or type(value) is int) and 0.0 <= value <= 1.0  # NaN fails the comparison
 
 
 # The fields of the contract: the check each must pass, and what the error calls it.
@@ -107,6 +107,8 @@ class RecordReader:
         self.name = "<stdin>" if path == STDIO else path
         self.required = tuple(required)
         self.optional = tuple(optional)
+        self._required_checks = [(field, FIELDS[field][0]) for field in self.required]
+        self._optional_checks = [(field, FIELDS[field][0]) for field in self.optional]
         self.skip_invalid = skip_invalid
         self.line = 0
         self.skipped = 0
@@ -123,26 +125,48 @@ class RecordReader:
     def _records(self, stream: IO[bytes]) -> Iterator[Record]:
         try:
             for self.line, raw in enumerate(stream, 1):
-                if self.line == 1 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM):]
-                if not raw.strip():
-                    continue
-                record = self._parse(raw)
-                if record is not None:
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError as err:
+                    record = self._recover(raw, err)
+                    if record is None:
+                        continue
+                if self._is_valid(record):
                     yield record
         except (OSError, EOFError, gzip.BadGzipFile) as err:
             raise InputError(self.name, self.line + 1, f"cannot read: {err}") from None
 
-    def _parse(self, raw: bytes) -> Record | None:
-        try:
-            record = orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            problem = f"invalid JSON: {err.args[0] if err.args else err}"
-        else:
-            problem = check_record(record, self.required, self.optional, self.needed_by)
-        if problem is None:
-            return record
-        return self._reject(problem)
+    def _recover(self, raw: bytes, err: orjson.JSONDecodeError) -> Record | None:
+        """Handle a line orjson refused: a blank line or a leading BOM, else a reported error.
+
+        Kept off the fast path: only lines that fail to parse come here.
+        """
+        if not raw.strip():
+            return None
+        if self.line == 1 and raw.startswith(_BOM):
+            try:
+                return orjson.loads(raw[len(_BOM):])
+            except orjson.JSONDecodeError as retry_err:
+                err = retry_err
+        return self._reject(f"invalid JSON: {err.args[0] if err.args else err}")
+
+    def _is_valid(self, record: Any) -> bool:
+        if self._passes(record):
+            return True
+        self._reject(check_record(record, self.required, self.optional, self.needed_by))
+        return False
+
+    def _passes(self, record: Any) -> bool:
+        # The hot loop of every command: plain loops over pre-bound checks, no messages.
+        if type(record) is not dict:
+            return False
+        for field, ok in self._required_checks:
+            if field not in record or not ok(record[field]):
+                return False
+        for field, ok in self._optional_checks:
+            if field in record and not ok(record[field]):
+                return False
+        return True
 
     def _reject(self, problem: str) -> None:
         if not self.skip_invalid:
