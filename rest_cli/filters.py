@@ -159,7 +159,7 @@ def filter_records(reader: RecordReader, spec: FilterSpec, stats: FilterStats) -
     if not spec.per_source:
         yield from _filter_by_tau(reader, spec.tau, stats)
         return
-    for group in iter_groups(reader):
+    for group in iter_groups(reader, reader=reader):
         kept = filter_group(group, spec)
         stats.add(group, kept)
         yield from kept

@@ -181,21 +181,22 @@ class RecordReader:
         return InputError(self.name, self.line, message)
 
 
-def iter_groups(reader: RecordReader, key: str = "id", check: bool = True) -> Iterator[list[Record]]:
+def iter_groups(records: Iterable[Record], key: str = "id",
+                reader: RecordReader | None = None) -> Iterator[list[Record]]:
     """Yield runs of consecutive records sharing `key`, holding one run in memory.
 
-    With `check`, an id that comes back after another id is an error: the stream is not
-    grouped. The check keeps a 64-bit hash per id seen, so it grows with the number of
-    sources (not of records).
+    With `reader` (where `records` come from), an id that comes back after another id is an
+    error located at its line: the stream is not grouped. The check keeps a 64-bit hash per id
+    seen, so it grows with the number of sources (not of records).
     """
     seen: set[int] = set()
     group: list[Record] = []
-    for record in reader:
+    for record in records:
         value = record[key]
         if group and value != group[0][key]:
             yield group
             group = []
-        if not group and check:
+        if not group and reader is not None:
             fingerprint = hash((type(value).__name__, value))
             if fingerprint in seen:
                 raise reader.fail(f"{key} {value!r} appears again after other {key}s: the stream is "

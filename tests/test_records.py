@@ -99,18 +99,23 @@ def test_writer_replaces_an_existing_file_only_on_success(tmp_path):
     assert read_jsonl(out.read_bytes()) == [{"new": True}]
 
 
+def grouped(path):
+    reader = RecordReader(str(path), required=["id"])
+    return iter_groups(reader, reader=reader)
+
+
 def test_groups_are_consecutive_runs(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"id": i // 3, "k": i % 3} for i in range(9)])
-    groups = list(iter_groups(RecordReader(str(path), required=["id"])))
+    groups = list(grouped(path))
     assert [[r["k"] for r in g] for g in groups] == [[0, 1, 2]] * 3
 
 
 def test_ungrouped_stream_is_reported_at_its_line(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"id": "a"}, {"id": "b"}, {"id": "a"}])
     with pytest.raises(InputError, match=r"g.jsonl:3: id 'a' appears again .* not grouped"):
-        list(iter_groups(RecordReader(str(path), required=["id"])))
+        list(grouped(path))
 
 
 def test_string_and_integer_ids_are_different_sources(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"id": 1}, {"id": "1"}])
-    assert len(list(iter_groups(RecordReader(str(path), required=["id"])))) == 2
+    assert len(list(grouped(path))) == 2

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import filter, score
+from . import bestofn, filter, sample, score
 
 app = typer.Typer(
     name="rest",
@@ -17,8 +17,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("sample")(sample.sample)
 app.command("score")(score.score)
 app.command("filter")(filter.filter)
+app.command("bestofn")(bestofn.bestofn)
 
 
 def _show_version(value: bool) -> None:

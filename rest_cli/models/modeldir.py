@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import RestError
+from ..errors import EXIT_BAD_INPUT, RestError
 
 FORMAT = "rest-model"
 FORMAT_VERSION = 1
@@ -30,6 +30,8 @@ CONFIG, WEIGHTS, TOKENIZER, CT2, TRAINING = "config.json", "model.safetensors", 
 
 class ModelDirError(RestError):
     """A model directory that is missing, incomplete or from an unknown format version."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""`rest bestofn`: Best-of-N at inference, or as a selector on a scored stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Optional
+
+import typer
+
+from ..bestofn import BestOfNStats, best_of_n
+from ..errors import UsageError
+from ..records import Record, RecordReader, RecordWriter, iter_groups
+from ..rewards import Reward, get_reward, score_records
+from ..sampling import DecodeOptions, EngineOptions
+from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+
+
+@handles_errors("bestofn")
+def bestofn(
+    input: InputArg = "-",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help=(
+        "Sample -n candidates per source from this model directory. Without it, the input is an "
+        "already sampled stream grouped by id."))] = None,
+    reward: Annotated[Optional[str], typer.Option("--reward", "-r", help=(
+        "Score candidates with this reward first (required with --model; without it the input "
+        "must carry `reward`)."))] = None,
+    n: Annotated[int, typer.Option("-n", help="Candidates per source, with --model.")] = 16,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature, with --model.")] = 0.8,
+    max_length: Annotated[int, typer.Option(help="Longest candidate, in tokens, with --model.")] = 256,
+    seed: Annotated[int, typer.Option(help="Random seed, with --model.")] = 0,
+    compute_type: Annotated[str, typer.Option(help="CTranslate2 compute type, with --model.")] = "auto",
+    output: OutputOpt = "-",
+    skip_invalid: SkipInvalidOpt = False,
+) -> None:
+    """Write each source's best candidate with `best_of`, `reward_mean` and `reward_max`."""
+    scorer = get_reward(reward) if reward else None
+    if model and not scorer:
+        raise UsageError("--model needs --reward to rank the candidates it samples")
+    if model:
+        decode = DecodeOptions(n=n, temperature=temperature, max_length=max_length)
+        engine = EngineOptions(compute_type=compute_type, seed=seed)
+        reader, candidates = _sampled(input, model, decode, engine, scorer, skip_invalid)
+        groups = iter_groups(score_records(candidates, scorer))
+    else:
+        required = ["id"] + (list(scorer.needs) if scorer else ["reward"])
+        reader = RecordReader(input, required=required, skip_invalid=skip_invalid, needed_by="rest bestofn")
+        groups = iter_groups(score_records(reader, scorer) if scorer else reader, reader=reader)
+    stats = BestOfNStats()
+    with RecordWriter(output) as writer:
+        writer.write_all(best_of_n(groups, stats))
+    report_skipped("bestofn", reader)
+    log("bestofn", stats.summary())
+
+
+def _sampled(input: str, model: str, decode: DecodeOptions, engine: EngineOptions, scorer: Reward,
+             skip_invalid: bool) -> tuple[RecordReader, Iterator[Record]]:
+    """The reader of sources and the stream of candidates sampled for them."""
+    from ..sampling import SampleStats, Sampler, with_ids
+
+    needs = ["src"] + [f for f in scorer.needs if f not in ("hyp", "src")]
+    reader = RecordReader(input, required=needs, optional=["id"], skip_invalid=skip_invalid,
+                          needed_by=f"reward '{scorer.name}'")
+    return reader, Sampler(model, engine).sample(with_ids(reader), decode, SampleStats())

@@ -1,0 +1,172 @@
+"""The Grow step's engine: sample (or decode) candidates from a policy with CTranslate2.
+
+Sources stream through `Translator.translate_iterable`, which batches, sorts locally by length
+and prefetches while keeping input order; only the sources in flight are held in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from .errors import UsageError
+from .records import Record
+
+# Sources tokenized per SentencePiece call: batching the tokenizer keeps its cost in the noise.
+_TOKENIZE_CHUNK = 512
+# Fields a candidate gets afresh: a source record that carries them (say, a scored file fed back
+# in) must not pass a stale reward on to new candidates.
+_CANDIDATE_FIELDS = ("hyp", "k", "logprob", "origin", "reward", "reward_name", "reward_sig")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How candidates are drawn. `beam=None` samples; `beam=B` runs beam search (1 = greedy)."""
+
+    n: int = 4                    # candidates per source
+    temperature: float = 0.8      # the paper's Grow temperature
+    top_k: int = 0                # 0 = the full distribution (CTranslate2's own default of 1 is greedy)
+    top_p: float = 1.0
+    beam: int | None = None
+    max_length: int = 256         # longest candidate, in tokens
+    max_input_length: int = 1024  # longer sources are truncated, and counted
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise UsageError(f"-n must be at least 1, got {self.n}")
+        if self.beam is not None and not 1 <= self.n <= self.beam:
+            raise UsageError(f"beam search returns at most --beam candidates: -n {self.n} > --beam {self.beam}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise UsageError("need --temperature > 0, 0 < --top-p <= 1 and --top-k >= 0")
+
+    def ctranslate2_kwargs(self) -> dict:
+        """Options for translate_iterable. Scores are total log-probs (length_penalty 0)."""
+        common = dict(num_hypotheses=self.n, max_decoding_length=self.max_length, return_scores=True,
+                      length_penalty=0.0, min_decoding_length=0, max_input_length=0)
+        if self.beam is not None:
+            return dict(common, beam_size=self.beam)
+        return dict(common, beam_size=1, sampling_temperature=self.temperature, sampling_topk=self.top_k,
+                    sampling_topp=self.top_p)
+
+    def describe(self) -> str:
+        if self.beam is not None:
+            return f"beam:{self.beam}|n:{self.n}|max_len:{self.max_length}"
+        return f"sample|n:{self.n}|T:{self.temperature:g}|top_k:{self.top_k}|top_p:{self.top_p:g}|max_len:{self.max_length}"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where and how CTranslate2 runs."""
+
+    device: str = "auto"          # auto: cuda when CTranslate2 sees a GPU, else cpu
+    compute_type: str = "auto"    # auto: int8 on CPU, int8_float16 on CUDA
+    threads: int = 0              # intra-op threads per translator (0: CTranslate2 decides)
+    inter_threads: int = 1        # translators working in parallel (or GPUs, with device_index)
+    batch_size: int = 32
+    batch_type: str = "examples"  # or "tokens"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch_type not in ("examples", "tokens"):
+            raise UsageError(f"--batch-type must be examples or tokens, got {self.batch_type!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+@dataclass
+class SampleStats:
+    sources: int = 0
+    candidates: int = 0
+    tokens: int = 0
+    truncated_sources: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> str:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        return (f"{self.sources} sources, {self.candidates} candidates, {self.tokens} tokens in {seconds:.1f} s: "
+                f"{self.sources / seconds:.1f} sources/s, {self.tokens / seconds:.0f} tokens/s"
+                + (f"; {self.truncated_sources} sources truncated" if self.truncated_sources else ""))
+
+
+def resolve_engine(options: EngineOptions) -> tuple[str, str]:
+    """The concrete device and compute type for `options` on this machine."""
+    import ctranslate2
+
+    device = options.device
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    compute_type = options.compute_type
+    if compute_type == "auto":
+        compute_type = "int8_float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+class Sampler:
+    """A policy loaded for decoding: its tokenizer and a CTranslate2 translator."""
+
+    def __init__(self, model_dir: str, engine: EngineOptions = EngineOptions()):
+        import ctranslate2
+
+        from .models.modeldir import ctranslate2_dir, tokenizer_path
+        from .models.tokenizer import Tokenizer
+
+        self.engine = engine
+        self.device, self.compute_type = resolve_engine(engine)
+        model_path = ctranslate2_dir(model_dir)  # checks the directory first, for a clear error
+        self.tokenizer = Tokenizer(tokenizer_path(model_dir))
+        # The seed must be set before the translator exists; later calls have no effect.
+        ctranslate2.set_random_seed(engine.seed)
+        self.translator = ctranslate2.Translator(
+            str(model_path), device=self.device, compute_type=self.compute_type,
+            intra_threads=engine.threads, inter_threads=engine.inter_threads)
+
+    def _tokenized(self, records: Iterable[Record], pending: deque, options: DecodeOptions,
+                   stats: SampleStats) -> Iterator[list[str]]:
+        """Source pieces for CTranslate2; each record waits in `pending` until its result is back."""
+        iterator = iter(records)
+        while chunk := list(islice(iterator, _TOKENIZE_CHUNK)):
+            for record, pieces in zip(chunk, self.tokenizer.encode_pieces([r["src"] for r in chunk])):
+                if len(pieces) > options.max_input_length:
+                    pieces = pieces[: options.max_input_length]
+                    stats.truncated_sources += 1
+                pending.append(record)
+                yield pieces
+
+    def sample(self, records: Iterable[Record], options: DecodeOptions, stats: SampleStats,
+               include_ref: bool = False) -> Iterator[Record]:
+        """Yield `options.n` candidate records per source record, grouped by source, in input order.
+
+        Each candidate copies its source record and adds `hyp`, `k`, `logprob` (total log-prob
+        under the policy, EOS included) and `origin: "sample"`. With `include_ref`, a source's
+        `ref` follows as one more candidate with `origin: "ref"` and no `logprob`.
+        """
+        pending: deque[Record] = deque()
+        results = self.translator.translate_iterable(
+            self._tokenized(records, pending, options, stats), max_batch_size=self.engine.batch_size,
+            batch_type=self.engine.batch_type, **options.ctranslate2_kwargs())
+        for result in results:
+            source = pending.popleft()
+            stats.sources += 1
+            yield from self._candidates(source, result, include_ref, stats)
+
+    def _candidates(self, source: Record, result, include_ref: bool, stats: SampleStats) -> Iterator[Record]:
+        source = {key: value for key, value in source.items() if key not in _CANDIDATE_FIELDS}
+        texts = self.tokenizer.decode(result.hypotheses)
+        for k, (text, pieces, score) in enumerate(zip(texts, result.hypotheses, result.scores)):
+            stats.candidates += 1
+            stats.tokens += len(pieces)
+            yield {**source, "hyp": text, "k": k, "logprob": score, "origin": "sample"}
+        if include_ref and "ref" in source:
+            stats.candidates += 1
+            yield {**source, "hyp": source["ref"], "k": len(texts), "origin": "ref"}
+
+
+def with_ids(records: Iterable[Record]) -> Iterator[Record]:
+    """Give records without an `id` their 0-based position in the input, so candidates can be grouped."""
+    for index, record in enumerate(records):
+        if "id" not in record:
+            record = {"id": index, **record}
+        yield record
