@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import bestofn, demo, eval, filter, sample, score
+from . import bestofn, demo, eval, filter, rmcheck, sample, score
 
 app = typer.Typer(
     name="rest",
@@ -22,6 +22,7 @@ app.command("score")(score.score)
 app.command("filter")(filter.filter)
 app.command("bestofn")(bestofn.bestofn)
 app.command("eval")(eval.evaluate)
+app.command("rmcheck")(rmcheck.rmcheck)
 app.command("demo-data")(demo.demo_data)
 
 
