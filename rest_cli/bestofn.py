@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from .errors import RestError
 from .records import Record
 
 
@@ -39,3 +40,34 @@ def best_of_n(groups: Iterable[list[Record]], stats: BestOfNStats) -> Iterator[R
         stats.best_total += best["reward_max"]
         stats.mean_total += best["reward_mean"]
         yield best
+
+
+def expected_best(rewards: list[float], n: int) -> float:
+    """Expected max reward of n candidates drawn without replacement from these N.
+
+    Sampled hypotheses come back sorted by score, so "the first n" would be a biased subset;
+    this averages over all subsets of size n instead: the i-th smallest reward is the max of
+    C(i-1, n-1) of the C(N, n) subsets.
+    """
+    ordered = sorted(rewards)
+    total = math.comb(len(ordered), n)
+    return math.fsum(r * math.comb(i, n - 1) for i, r in enumerate(ordered)) / total
+
+
+def best_of_n_curve(groups: Iterable[list[Record]], sizes: list[int]) -> dict:
+    """Mean over sources of the expected best reward among n samples, for each n in `sizes`.
+
+    Candidates with `origin: "ref"` (references mixed in by `rest sample --include-ref`) are
+    not samples of the policy and are left out.
+    """
+    totals = dict.fromkeys(sizes, 0.0)
+    sources = 0
+    for group in groups:
+        rewards = [r["reward"] for r in group if r.get("origin") != "ref"]
+        if len(rewards) < max(sizes):
+            raise RestError(f"source {group[0].get('id')!r} has {len(rewards)} samples, fewer than {max(sizes)}")
+        sources += 1
+        for n in sizes:
+            totals[n] += expected_best(rewards, n)
+    return {"n": sizes, "mean_best_reward": [round(totals[n] / sources, 6) if sources else None for n in sizes],
+            "sources": sources}

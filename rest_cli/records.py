@@ -262,3 +262,15 @@ class RecordWriter:
         self._raw.flush()
         os.fsync(self._raw.fileno())
         os.replace(self._tmp, self.path)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write a small whole file (a report, a curve) so that it appears complete or not at all."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
 
-from ..bestofn import BestOfNStats, best_of_n
+from ..bestofn import BestOfNStats, best_of_n, best_of_n_curve
 from ..errors import UsageError
-from ..records import Record, RecordReader, RecordWriter, iter_groups
+from ..records import Record, RecordReader, RecordWriter, iter_groups, write_atomic
 from ..rewards import Reward, get_reward, score_records
 from ..sampling import DecodeOptions, EngineOptions
 from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
@@ -29,10 +30,15 @@ def bestofn(
     max_length: Annotated[int, typer.Option(help="Longest candidate, in tokens, with --model.")] = 256,
     seed: Annotated[int, typer.Option(help="Random seed, with --model.")] = 0,
     compute_type: Annotated[str, typer.Option(help="CTranslate2 compute type, with --model.")] = "auto",
+    curve: Annotated[Optional[str], typer.Option(help=(
+        "Instead of records, print the Best-of-N curve as JSON: the mean best reward for each n in "
+        "this comma-separated list (e.g. 1,2,4,8,16), estimated over all subsets of the samples."))] = None,
     output: OutputOpt = "-",
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Write each source's best candidate with `best_of`, `reward_mean` and `reward_max`."""
+    sizes = _curve_sizes(curve) if curve else None
+    n = max(sizes) if sizes else n
     scorer = get_reward(reward) if reward else None
     if model and not scorer:
         raise UsageError("--model needs --reward to rank the candidates it samples")
@@ -45,11 +51,35 @@ def bestofn(
         required = ["id"] + (list(scorer.needs) if scorer else ["reward"])
         reader = RecordReader(input, required=required, skip_invalid=skip_invalid, needed_by="rest bestofn")
         groups = iter_groups(score_records(reader, scorer) if scorer else reader, reader=reader)
+    if sizes:
+        _write_curve(best_of_n_curve(groups, sizes), output)
+        report_skipped("bestofn", reader)
+        return
     stats = BestOfNStats()
     with RecordWriter(output) as writer:
         writer.write_all(best_of_n(groups, stats))
     report_skipped("bestofn", reader)
     log("bestofn", stats.summary())
+
+
+def _curve_sizes(curve: str) -> list[int]:
+    try:
+        sizes = sorted({int(n) for n in curve.split(",")})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise UsageError(f"--curve takes whole numbers >= 1 separated by commas, got {curve!r}")
+    return sizes
+
+
+def _write_curve(curve: dict, output: str) -> None:
+    import orjson
+
+    data = orjson.dumps(curve, option=orjson.OPT_APPEND_NEWLINE)
+    if output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        write_atomic(output, data)
 
 
 def _sampled(input: str, model: str, decode: DecodeOptions, engine: EngineOptions, scorer: Reward,
