@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import bestofn, demo, eval, filter, rmcheck, sample, score
+from . import bestofn, demo, eval, filter, loop, rmcheck, sample, score
 
 app = typer.Typer(
     name="rest",
@@ -24,6 +24,7 @@ app.command("bestofn")(bestofn.bestofn)
 app.command("eval")(eval.evaluate)
 app.command("rmcheck")(rmcheck.rmcheck)
 app.command("demo-data")(demo.demo_data)
+app.add_typer(loop.app, name="loop")
 
 
 def _show_version(value: bool) -> None:

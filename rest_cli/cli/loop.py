@@ -1,0 +1,72 @@
+"""`rest loop ...`: the small decisions rest.mk asks for between steps, and the final report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import handles_errors, log
+
+app = typer.Typer(help="Helpers for the ReST loop in rest.mk: thresholds, early stopping, policy choice, report.",
+                  no_args_is_help=True)
+Reports = Annotated[list[str], typer.Argument(help="`rest eval` reports on the validation set, in step order.")]
+RewardOpt = Annotated[str, typer.Option("--reward", "-r", help="The reward the loop optimises.")]
+
+
+@app.command("threshold")
+@handles_errors("loop threshold")
+def threshold(
+    step: Annotated[int, typer.Option(help="Improve step, from 1.")],
+    schedule: Annotated[str, typer.Option(help="Rising thresholds, space separated.")] = "0.0 0.7 0.8 0.9 0.95 0.99",
+    kind: Annotated[str, typer.Option(help="tau, percentile or gamma.")] = "tau",
+    candidates: Annotated[Optional[str], typer.Option(help="Scored candidates (tau: to skip values below their mean).")] = None,
+) -> None:
+    """Print the filter value for an Improve step."""
+    from ..errors import UsageError
+    from ..loop import threshold as pick
+
+    try:
+        values = [float(v) for v in schedule.split()]
+    except ValueError:
+        raise UsageError(f"--schedule takes numbers separated by spaces, got {schedule!r}") from None
+    print(f"{pick(kind, values, step, candidates):g}")
+
+
+@app.command("rising")
+@handles_errors("loop rising")
+def rising(reports: Reports, reward: RewardOpt) -> None:
+    """Exit 0 if the last report's validation reward beats all earlier ones, else 1."""
+    from ..loop import still_rising
+
+    if not still_rising(reports, reward):
+        log("loop rising", f"validation {reward} stopped rising at {reports[-1]}")
+        raise typer.Exit(1)
+
+
+@app.command("best")
+@handles_errors("loop best")
+def best(reports: Reports, reward: RewardOpt) -> None:
+    """Print the model of the report with the best validation reward (the Grow step's policy)."""
+    from ..loop import best_model
+
+    print(best_model(reports, reward))
+
+
+@app.command("report")
+@handles_errors("loop report")
+def report(run: Annotated[Path, typer.Argument(help="The run folder.")], reward: RewardOpt,
+           plot: Annotated[bool, typer.Option(help="Also draw results.png (needs matplotlib).")] = True) -> None:
+    """Write RUN/results.md, results.json and results.png from a finished loop."""
+    import json
+
+    from ..records import write_atomic
+    from ..report import collect, markdown, plot as draw
+
+    results = collect(run, reward)
+    write_atomic(str(run / "results.json"), (json.dumps(results, indent=2) + "\n").encode())
+    write_atomic(str(run / "results.md"), markdown(results).encode())
+    if plot:
+        draw(results, run / "results.png")
+    print(markdown(results), end="")
