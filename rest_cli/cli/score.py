@@ -1,28 +1,38 @@
-"""`rest score`: attach a named reward to every record."""
+"""`rest score`: attach a reward to every record (docs/rewards.md lists the rewards and spec syntax)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from ..records import RecordReader, RecordWriter
-from ..rewards import get_reward, reward_names, score_records
+from ..rewards import build_reward, reward_names, score_records
 from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
 
 
 @handles_errors("score")
 def score(
     input: InputArg = "-",
-    reward: Annotated[str, typer.Option("--reward", "-r", help=f"Reward to compute: {', '.join(reward_names())}.")] = ...,
+    reward: Annotated[Optional[str], typer.Option(
+        "--reward", "-r", help=f"Reward spec: a name ({', '.join(reward_names())}), a composition such as "
+                               "'product(use, copy-guard)', 'py:MODULE:FUNCTION', or 'cmd:COMMAND ARGS'.")] = None,
+    reward_config: Annotated[Optional[str], typer.Option(
+        help="JSON or TOML file describing the reward tree, instead of --reward.")] = None,
+    reward_range: Annotated[Optional[str], typer.Option(
+        help="LO:HI of an unbounded reward, mapped linearly onto [0, 1] and clipped.")] = None,
+    calibrate: Annotated[Optional[str], typer.Option(
+        help="JSONL file with src and ref: its 1st-99th percentile scores set the range.")] = None,
+    reward_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds an external reward command may take for one batch.")] = 300.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per reward call.")] = 256,
     output: OutputOpt = "-",
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Add `reward` in [0, 1], `reward_name` and `reward_sig` (how it was computed) to each record."""
-    scorer = get_reward(reward)
-    reader = RecordReader(input, required=scorer.needs, skip_invalid=skip_invalid,
-                          needed_by=f"reward '{reward}'")
-    with RecordWriter(output) as writer:
-        writer.write_all(progress(score_records(reader, scorer, batch_size), f"scoring ({reward})"))
+    with build_reward(reward, reward_config, reward_range, calibrate, reward_timeout, batch_size) as scorer:
+        reader = RecordReader(input, required=scorer.needs, skip_invalid=skip_invalid,
+                              needed_by=f"reward '{scorer.name}'")
+        with RecordWriter(output) as writer:
+            writer.write_all(progress(score_records(reader, scorer, batch_size), f"scoring ({scorer.name})"))
     report_skipped("score", reader)

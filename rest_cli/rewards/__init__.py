@@ -1,7 +1,11 @@
-"""Rewards by name: `get_reward("chrf")`. Importing a family module registers its rewards."""
+"""Rewards by name or spec: `get_reward("chrf")`, `make_reward("product(use, copy-guard)")`.
 
-from . import metrics  # noqa: F401  (registers chrf, bleu, ter, exact)
-from . import numbers  # noqa: F401  (registers numbers, the demo's reward)
-from .base import Reward, get_reward, register, reward_names, score_records
+Importing a family module registers its rewards; none imports a model until a reward is built.
+"""
 
-__all__ = ["Reward", "get_reward", "register", "reward_names", "score_records"]
+from . import compose, embedding, guards, metrics, numbers  # noqa: F401  (register their rewards)
+from .base import Reward, get_reward, make_reward, register, reward_names, score_records
+from .compose import build_reward, load_reward_config
+
+__all__ = ["Reward", "build_reward", "get_reward", "load_reward_config", "make_reward", "register",
+           "reward_names", "score_records"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -29,13 +30,22 @@ class Reward(ABC):
     def signature(self) -> str:
         """Name, settings and versions: enough to reproduce the reward (sacrebleu style)."""
 
+    def close(self) -> None:
+        """Release what the reward holds (a child process, say). Most rewards hold nothing."""
 
-_REGISTRY: dict[str, Callable[[], Reward]] = {}
+    def __enter__(self) -> "Reward":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
-def register(name: str) -> Callable[[Callable[[], Reward]], Callable[[], Reward]]:
+_REGISTRY: dict[str, Callable[..., Reward]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Reward]], Callable[..., Reward]]:
     """Class decorator: make a reward available by `name` to `rest score --reward`."""
-    def add(factory: Callable[[], Reward]) -> Callable[[], Reward]:
+    def add(factory: Callable[..., Reward]) -> Callable[..., Reward]:
         if name in _REGISTRY:
             raise ValueError(f"reward {name!r} is registered twice")
         _REGISTRY[name] = factory
@@ -47,11 +57,30 @@ def reward_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_reward(name: str) -> Reward:
-    """Build the reward registered as `name`."""
+def get_reward(name: str, **params) -> Reward:
+    """Build the reward registered as `name`, with settings such as `max_ratio=2.0`."""
     if name not in _REGISTRY:
         raise UsageError(f"unknown reward {name!r}; known rewards: {', '.join(reward_names())}")
-    return _REGISTRY[name]()
+    factory = _REGISTRY[name]
+    try:
+        inspect.signature(factory).bind(**params)
+    except TypeError:
+        # Checked before the call, so a TypeError raised inside the reward is not mistaken for this.
+        allowed = list(inspect.signature(factory).parameters)
+        unknown = [key for key in params if key not in allowed] or list(params)
+        raise UsageError(f"reward {name!r} takes no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters: {', '.join(allowed) or 'none'}") from None
+    return factory(**params)
+
+
+def make_reward(spec: str, timeout: float = 300.0) -> Reward:
+    """Build a reward from a spec: a name, `length-guard(max_ratio=2)`, `product(use, copy-guard)`,
+    `py:module:function` or `cmd:COMMAND ARGS` (docs/rewards.md has the syntax).
+
+    `timeout` is the default seconds an external command may take to answer one batch.
+    """
+    from .compose import build_spec  # compose imports this module: a late import breaks the cycle
+    return build_spec(spec, timeout=timeout)
 
 
 def batched(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
