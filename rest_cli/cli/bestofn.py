@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Annotated, Optional
 
 import typer
@@ -11,7 +12,7 @@ import typer
 from ..bestofn import BestOfNStats, best_of_n, best_of_n_curve
 from ..errors import UsageError
 from ..records import Record, RecordReader, RecordWriter, iter_groups, write_atomic
-from ..rewards import Reward, get_reward, score_records
+from ..rewards import Reward, make_reward, score_records
 from ..sampling import DecodeOptions, EngineOptions
 from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
 
@@ -38,28 +39,32 @@ def bestofn(
 ) -> None:
     """Write each source's best candidate with `best_of`, `reward_mean` and `reward_max`."""
     sizes = _curve_sizes(curve) if curve else None
-    n = max(sizes) if sizes else n
-    scorer = get_reward(reward) if reward else None
-    if model and not scorer:
+    if model and not reward:
         raise UsageError("--model needs --reward to rank the candidates it samples")
-    if model:
-        decode = DecodeOptions(n=n, temperature=temperature, max_length=max_length)
-        engine = EngineOptions(compute_type=compute_type, seed=seed)
-        reader, candidates = _sampled(input, model, decode, engine, scorer, skip_invalid)
-        groups = iter_groups(score_records(candidates, scorer))
-    else:
-        required = ["id"] + (list(scorer.needs) if scorer else ["reward"])
-        reader = RecordReader(input, required=required, skip_invalid=skip_invalid, needed_by="rest bestofn")
-        groups = iter_groups(score_records(reader, scorer) if scorer else reader, reader=reader)
-    if sizes:
-        _write_curve(best_of_n_curve(groups, sizes), output)
-        report_skipped("bestofn", reader)
-        return
+    decode = DecodeOptions(n=max(sizes) if sizes else n, temperature=temperature, max_length=max_length)
+    engine = EngineOptions(compute_type=compute_type, seed=seed)
     stats = BestOfNStats()
-    with RecordWriter(output) as writer:
-        writer.write_all(best_of_n(groups, stats))
+    with make_reward(reward) if reward else nullcontext() as scorer:
+        reader, groups = _groups(input, model, scorer, decode, engine, skip_invalid)
+        if sizes:
+            _write_curve(best_of_n_curve(groups, sizes), output)
+        else:
+            with RecordWriter(output) as writer:
+                writer.write_all(best_of_n(groups, stats))
     report_skipped("bestofn", reader)
-    log("bestofn", stats.summary())
+    if not sizes:
+        log("bestofn", stats.summary())
+
+
+def _groups(input: str, model: str | None, scorer: Reward | None, decode: DecodeOptions, engine: EngineOptions,
+            skip_invalid: bool) -> tuple[RecordReader, Iterator[list[Record]]]:
+    """The reader and the scored candidates grouped by source: sampled from `model`, or read."""
+    if model:
+        reader, candidates = _sampled(input, model, decode, engine, scorer, skip_invalid)
+        return reader, iter_groups(score_records(candidates, scorer))
+    required = ["id"] + (list(scorer.needs) if scorer else ["reward"])
+    reader = RecordReader(input, required=required, skip_invalid=skip_invalid, needed_by="rest bestofn")
+    return reader, iter_groups(score_records(reader, scorer) if scorer else reader, reader=reader)
 
 
 def _curve_sizes(curve: str) -> list[int]:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
 import orjson
 import typer
 
+from ..evaluate import EvalPlan, compare as compare_results, evaluate_model
+from ..records import RecordReader
+from ..rewards import make_reward
+from ..sampling import DecodeOptions, EngineOptions, with_ids
 from .common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
 
 
@@ -30,21 +35,17 @@ def evaluate(
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Print a table on stderr and the figures as JSON on stdout. The set is held in memory."""
-    from ..evaluate import EvalPlan, compare as compare_results, evaluate_model
-    from ..records import RecordReader
-    from ..rewards import get_reward
-    from ..sampling import DecodeOptions, EngineOptions, with_ids
-
-    rewards = [get_reward(name) for name in reward or []]
-    reader = RecordReader(input, required=["src"], optional=["id", "ref"], skip_invalid=skip_invalid,
-                          needed_by="rest eval")
-    sources = list(with_ids(reader))
     plan = EvalPlan(decode=DecodeOptions(n=1, beam=beam, max_length=max_length), sample_n=sample,
                     temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type)
-    results = [evaluate_model(m, sources, rewards, plan, engine) for m in [model, *(compare or [])]]
-    report = {"data": reader.name, "results": results, "comparisons": compare_results(results, hack_threshold)}
+    reader = RecordReader(input, required=["src"], optional=["id", "ref"], skip_invalid=skip_invalid,
+                          needed_by="rest eval")
+    sources = list(with_ids(reader))
     report_skipped("eval", reader)
+    with ExitStack() as stack:
+        rewards = [stack.enter_context(make_reward(spec)) for spec in reward or []]
+        results = [evaluate_model(m, sources, rewards, plan, engine) for m in [model, *(compare or [])]]
+    report = {"data": reader.name, "results": results, "comparisons": compare_results(results, hack_threshold)}
     _print_table(report)
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
 

@@ -31,18 +31,19 @@ def rmcheck(
 
     from ..errors import UsageError
     from ..records import RecordReader
-    from ..rewards import get_reward
+    from ..rewards import make_reward
     from ..rmcheck import PERTURBATIONS, check_reward
 
     unknown = set(perturbation or []) - set(PERTURBATIONS)
     if unknown:
         raise UsageError(f"unknown perturbation(s) {', '.join(sorted(unknown))}; known: {', '.join(PERTURBATIONS)}")
-    scorer = get_reward(reward)
     reader = RecordReader(data, required=["src", "ref"], skip_invalid=skip_invalid, needed_by="rest rmcheck")
     pairs = list(islice(reader, limit or None))
-    results = [r.as_dict(threshold) for r in check_reward(scorer, pairs, perturbation, seed)]
     report_skipped("rmcheck", reader)
-    report = {"reward": reward, "reward_sig": scorer.signature(), "data": reader.name, "pairs": len(pairs),
+    with make_reward(reward) as scorer:
+        results = [r.as_dict(threshold) for r in check_reward(scorer, pairs, perturbation, seed)]
+        signature = scorer.signature()
+    report = {"reward": reward, "reward_sig": signature, "data": reader.name, "pairs": len(pairs),
               "threshold": threshold, "checks": results, "passed": all(r["passed"] for r in results)}
     _print_table(report)
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
