@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import bestofn, demo, eval, filter, loop, rmcheck, sample, score
+from . import bestofn, demo, eval, filter, finetune, loop, rmcheck, sample, score
 
 app = typer.Typer(
     name="rest",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("sample")(sample.sample)
 app.command("score")(score.score)
 app.command("filter")(filter.filter)
+app.command("finetune")(finetune.finetune)
 app.command("bestofn")(bestofn.bestofn)
 app.command("eval")(eval.evaluate)
 app.command("rmcheck")(rmcheck.rmcheck)

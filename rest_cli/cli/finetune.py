@@ -1,0 +1,159 @@
+"""`rest finetune`: train a policy on (src, hyp or ref) records by NLL, the Improve step of ReST.
+
+The defaults below mirror rest_cli.training.FinetuneOptions (a test keeps them equal): they
+are repeated because importing the library would import torch, and `rest --help` must not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Optional
+
+import typer
+
+from .common import InputArg, SkipInvalidOpt, handles_errors, log
+
+_MODEL = "Model (from scratch)"
+_OPTIM = "Optimisation"
+_VALID = "Validation"
+_RUN = "Running"
+
+
+@handles_errors("finetune")
+def finetune(
+    input: InputArg = "-",
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="Model directory to write (replaced when complete). Work in progress is kept "
+                               "in OUTPUT.partial/; running the same command again resumes from it.")] = ...,
+    init: Annotated[Optional[str], typer.Option(
+        help="Continue training this model directory (the previous policy): its tokenizer and shape are kept.")] = None,
+    valid: Annotated[Optional[str], typer.Option(
+        help="JSONL validation records; the output is then the checkpoint of lowest validation loss.",
+        rich_help_panel=_VALID)] = None,
+    valid_every: Annotated[int, typer.Option(help="Validate every N steps (and at the end).",
+                                             rich_help_panel=_VALID)] = 500,
+    patience: Annotated[Optional[int], typer.Option(
+        help="Stop after N validations without improvement (needs --valid).", rich_help_panel=_VALID)] = None,
+    save_last: Annotated[Optional[str], typer.Option(
+        help="Also write the last checkpoint to this model directory.", rich_help_panel=_VALID)] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="Model shape: tiny, small, base or iwslt.", show_default="base", rich_help_panel=_MODEL)] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Override the preset's width.", rich_help_panel=_MODEL)] = None,
+    layers: Annotated[Optional[int], typer.Option(
+        help="Override the preset's encoder and decoder layers.", rich_help_panel=_MODEL)] = None,
+    heads: Annotated[Optional[int], typer.Option(help="Override the preset's attention heads.",
+                                                 rich_help_panel=_MODEL)] = None,
+    ffn_dim: Annotated[Optional[int], typer.Option(help="Override the preset's feed-forward width.",
+                                                   rich_help_panel=_MODEL)] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="Most SentencePiece pieces; small corpora get fewer.", show_default="8000",
+        rich_help_panel=_MODEL)] = None,
+    dropout: Annotated[Optional[float], typer.Option(
+        help="Dropout.", show_default="the preset's 0.1, or the parent's with --init",
+        rich_help_panel=_MODEL)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (wins over --epochs).",
+                                                 rich_help_panel=_OPTIM)] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the data, if --steps is not given.",
+                                                  rich_help_panel=_OPTIM)] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (the ReST loop lowers it at each Improve step).",
+                                      rich_help_panel=_OPTIM)] = 5e-4,
+    warmup: Annotated[Optional[int], typer.Option(
+        help="Linear warmup steps, then inverse-square-root decay; 0 keeps the rate constant.",
+        show_default="10% of the steps, at most 1000", rich_help_panel=_OPTIM)] = None,
+    batch_tokens: Annotated[int, typer.Option(
+        help="Source + target tokens per batch, padding included.", rich_help_panel=_OPTIM)] = 4096,
+    label_smoothing: Annotated[Optional[float], typer.Option(
+        help="Label smoothing.", show_default="0.1 from scratch, 0.0 with --init",
+        rich_help_panel=_OPTIM)] = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=_OPTIM)] = 0.0,
+    clip_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 disables.",
+                                             rich_help_panel=_OPTIM)] = 1.0,
+    max_length: Annotated[int, typer.Option(
+        help="Truncate sources and targets to this many tokens (counted on stderr).", rich_help_panel=_OPTIM)] = 256,
+    seed: Annotated[int, typer.Option(help="Seeds initialisation, batching and dropout.",
+                                      rich_help_panel=_OPTIM)] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint to OUTPUT.partial/ every N steps.",
+                                                  rich_help_panel=_RUN)] = 200,
+    log_every: Annotated[int, typer.Option(help="Log and record the training loss every N steps.",
+                                           rich_help_panel=_RUN)] = 100,
+    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.",
+                                        rich_help_panel=_RUN)] = "auto",
+    bf16: Annotated[Optional[bool], typer.Option(
+        "--bf16/--no-bf16", help="bfloat16 autocast.", show_default="on for CUDA that supports it, off on CPU",
+        rich_help_panel=_RUN)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.", rich_help_panel=_RUN)] = None,
+    skip_invalid: SkipInvalidOpt = False,
+) -> None:
+    """Train by NLL on `src` -> `hyp` (else `ref`), each record's token losses times its `weight`.
+
+    From scratch a SentencePiece tokenizer is trained on the data and a --preset model built;
+    with --init the previous policy is trained further. Writes a model directory with its
+    CTranslate2 export and training.json. Interrupted runs resume when run again.
+    """
+    from ..training import FinetuneOptions, finetune as train
+
+    options = FinetuneOptions(
+        preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,
+        dropout=dropout, lr=lr, warmup=warmup, steps=steps, epochs=epochs, batch_tokens=batch_tokens,
+        label_smoothing=label_smoothing, weight_decay=weight_decay, clip_norm=clip_norm, max_length=max_length,
+        seed=seed, valid_every=valid_every, patience=patience, checkpoint_every=checkpoint_every,
+        log_every=log_every, device=device, bf16=bf16, threads=threads, skip_invalid=skip_invalid)
+    say = lambda message: log("finetune", message)  # noqa: E731
+    with _reporter() as on_progress:
+        record = train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last,
+                       on_progress=on_progress, on_message=say)
+    say(summary(output, record))
+
+
+def summary(output: str, record: dict) -> str:
+    """The closing line: where the model went and how it was trained."""
+    parts = [f"wrote {output}: {record['steps']} steps, {record['tokens_seen']:,} tokens"]
+    if record["train_loss"]:
+        parts.append(f"train loss {record['train_loss'][-1][1]:.3f}")
+    if record["best_step"] is not None:
+        parts.append(f"best valid {record['best_valid_loss']:.3f} at step {record['best_step']}")
+    return ", ".join(parts) + f", {duration(record['wall_time_s'])}"
+
+
+def describe(progress) -> str:
+    """One progress line: `step 100/1000 loss 2.345 valid 2.100 tok/s 12345 eta 1m20s`."""
+    return f"step {progress.step}/{progress.total} {_metrics(progress)}"
+
+
+def _metrics(progress) -> str:
+    text = f"loss {progress.loss:.3f} " if progress.loss is not None else ""
+    text += f"valid {progress.valid:.3f} " if progress.valid is not None else ""
+    return text + f"tok/s {progress.tokens_per_s:.0f} eta {duration(progress.eta_s)}"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as `45s`, `1m20s` or `2h05m`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@contextlib.contextmanager
+def _reporter() -> Iterator[Callable]:
+    """A progress callback: a rich bar on a terminal, else one log line per log interval."""
+    if not sys.stderr.isatty():
+        yield lambda progress: log("finetune", describe(progress)) if progress.logged else None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("finetune"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("finetune", total=None, info="")
+
+        def update(progress) -> None:
+            bar.update(task, completed=progress.step, total=progress.total, info=_metrics(progress))
+            if progress.logged:
+                bar.console.print(f"rest finetune: {describe(progress)}", highlight=False)
+        yield update
