@@ -2,8 +2,12 @@
 
 Sentences come from short templates with a cardinal, an ordinal, a year or an amount spelled out
 by `num2words`. German compounds reorder ("vierundzwanzig" is "twenty-four"), which a small
-model must learn. Training references carry noise, as web-crawled parallel data does; valid and
-test references are clean. Every clean pair is checked against the demo's reward (`numbers`)
+model must learn. Training references carry noise, as web-crawled parallel data does: random
+errors spread over all sentences (a wrong number, a dropped word, swapped digits), and a
+systematic one concentrated on one "site" (the salary template, whose translator swaps the
+tens and units of German compounds in most of its sentences). Random noise a model averages
+away; systematic noise it learns, so BC's own greedy output is wrong there, and only a reward
+that checks the numbers can pick the correct samples. Valid and test references are clean. Every clean pair is checked against the demo's reward (`numbers`)
 when it is made, so a correct translation always scores 1.0.
 """
 
@@ -28,6 +32,8 @@ TEMPLATES = [
     ("amount", "Das kostet {n} Euro.", "That costs {n} euros."),
     ("amount", "Sie verdient {n} Dollar im Monat.", "She earns {n} dollars a month."),
 ]
+# The template whose training references carry the systematic error.
+SYSTEMATIC_TEMPLATE = "She earns {n} dollars a month."
 NOISE_KINDS = ("swapped-digits", "wrong-number", "dropped-word")
 
 
@@ -89,7 +95,8 @@ class DemoSpec:
     train: int = 8000
     valid: int = 500
     test: int = 500
-    noise: float = 0.15  # share of training references corrupted
+    noise: float = 0.10       # share of all training references with a random error
+    systematic: float = 0.65  # share of SYSTEMATIC_TEMPLATE's references with swapped digits, where possible
     seed: int = 0
 
 
@@ -117,14 +124,19 @@ def demo_splits(spec: DemoSpec = DemoSpec()) -> dict[str, list[Record]]:
             pair = next(pairs)
             if pair.source not in seen:
                 seen.add(pair.source)
-                noisy = split == "train" and rng.random() < spec.noise
-                records.append(_record(f"{split}-{len(records):06d}", pair, noisy, rng))
+                record = {"id": f"{split}-{len(records):06d}", "src": pair.source, "ref": pair.english,
+                          "kind": pair.kind, "noise": None}
+                records.append(_add_noise(record, pair, spec, rng) if split == "train" else record)
     return splits
 
 
-def _record(record_id: str, pair: Pair, noisy: bool, rng: random.Random) -> Record:
-    record = {"id": record_id, "src": pair.source, "ref": pair.english, "kind": pair.kind, "noise": None}
-    if noisy:
-        record["noise"], english_number = _noisy_number(pair.kind, pair.number, rng)
-        record["ref"] = pair.english_template.format(n=english_number)
-    return record
+def _add_noise(record: Record, pair: Pair, spec: DemoSpec, rng: random.Random) -> Record:
+    """Corrupt a training reference: systematically on one template, randomly everywhere."""
+    swapped = _swap_tens_and_units(pair.number)
+    if pair.english_template == SYSTEMATIC_TEMPLATE and swapped and rng.random() < spec.systematic:
+        noise, english_number = "systematic-swap", spell(swapped, pair.kind, "en")
+    elif rng.random() < spec.noise:
+        noise, english_number = _noisy_number(pair.kind, pair.number, rng)
+    else:
+        return record
+    return {**record, "ref": pair.english_template.format(n=english_number), "noise": noise}

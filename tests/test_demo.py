@@ -3,11 +3,11 @@ import statistics
 import orjson
 import pytest
 
-from rest_cli.demo import NOISE_KINDS, DemoSpec, _swap_tens_and_units, demo_splits, spell
+from rest_cli.demo import NOISE_KINDS, SYSTEMATIC_TEMPLATE, DemoSpec, _swap_tens_and_units, demo_splits, spell
 from rest_cli.rewards.numbers import NumberMatch, spelled_digits
 from tests.helpers import read_jsonl, rest
 
-SPEC = DemoSpec(train=600, valid=100, test=100, noise=0.2, seed=3)
+SPEC = DemoSpec(train=900, valid=100, test=100, noise=0.2, systematic=0.7, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def splits():
 
 
 def test_sizes_ids_and_no_repeated_sources(splits):
-    assert {k: len(v) for k, v in splits.items()} == {"train": 600, "valid": 100, "test": 100}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 900, "valid": 100, "test": 100}
     sources = [r["src"] for records in splits.values() for r in records]
     assert len(set(sources)) == len(sources)
     assert splits["valid"][0]["id"] == "valid-000000"
@@ -24,17 +24,27 @@ def test_sizes_ids_and_no_repeated_sources(splits):
 
 def test_same_seed_same_data(splits):
     assert demo_splits(SPEC) == splits
-    assert demo_splits(DemoSpec(train=600, valid=100, test=100, noise=0.2, seed=4)) != splits
+    assert demo_splits(DemoSpec(train=900, valid=100, test=100, noise=0.2, systematic=0.7, seed=4)) != splits
 
 
 def test_clean_references_score_one_and_noisy_ones_less(splits):
     reward = NumberMatch()
     for split in ("valid", "test"):
         assert all(r["noise"] is None and reward.score_pair(r["src"], r["ref"]) == 1.0 for r in splits[split])
+    random_noise = [r for r in splits["train"] if r["noise"] in NOISE_KINDS]
+    assert 0.15 < len(random_noise) / 900 < 0.25 and {r["noise"] for r in random_noise} == set(NOISE_KINDS)
     noisy = [r for r in splits["train"] if r["noise"]]
-    assert 0.15 < len(noisy) / 600 < 0.25 and {r["noise"] for r in noisy} == set(NOISE_KINDS)
     wrong = [reward.score_pair(r["src"], r["ref"]) for r in noisy if r["noise"] != "dropped-word"]
     assert max(wrong) < 1.0 and statistics.mean(wrong) < 0.8
+
+
+def test_systematic_noise_swaps_most_swappable_salaries(splits):
+    english = SYSTEMATIC_TEMPLATE.split("{n}")[0]
+    salaries = [r for r in splits["train"] if r["ref"].startswith(english)]
+    swapped = [r for r in salaries if r["noise"] == "systematic-swap"]
+    assert {r["noise"] for r in splits["train"] if not r["ref"].startswith(english)} <= {None, *NOISE_KINDS}
+    assert 0.25 < len(swapped) / len(salaries) < 0.7  # 70% of the swappable ones; not every number is swappable
+    assert all(NumberMatch().score_pair(r["src"], r["ref"]) < 1.0 for r in swapped)
 
 
 def test_german_compounds_reorder():

@@ -16,17 +16,21 @@ def demo_data(
     train: Annotated[int, typer.Option(min=1, help="Training pairs.")] = 8000,
     valid: Annotated[int, typer.Option(min=1, help="Validation pairs (clean).")] = 500,
     test: Annotated[int, typer.Option(min=1, help="Test pairs (clean).")] = 500,
-    noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of training references corrupted.")] = 0.15,
+    noise: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of all training references with a random error.")] = 0.10,
+    systematic: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of the salary sentences whose reference swaps tens and units.")] = 0.65,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write the demo's splits: German number expressions with (noisy) English references."""
     from ..demo import DemoSpec, demo_splits
     from ..records import RecordWriter
 
-    splits = demo_splits(DemoSpec(train=train, valid=valid, test=test, noise=noise, seed=seed))
+    splits = demo_splits(DemoSpec(train=train, valid=valid, test=test, noise=noise, systematic=systematic, seed=seed))
     directory.mkdir(parents=True, exist_ok=True)
     for split, records in splits.items():
         with RecordWriter(str(directory / f"{split}.jsonl")) as writer:
             writer.write_all(records)
     noisy = sum(r["noise"] is not None for r in splits["train"])
-    log("demo-data", f"{directory}: {train} train ({noisy} noisy references), {valid} valid, {test} test")
+    log("demo-data", f"{directory}: {train} train ({noisy} noisy references, {100 * noisy / train:.1f}%), "
+                     f"{valid} valid, {test} test")
