@@ -1,6 +1,8 @@
-# Set-up and tests. (The ReST loop itself arrives in rest.mk with the loop issue.)
-#   make test      create .venv, install rest with its test extras, run the test suite
-#   make install   only the set-up
+# Set-up, tests, and the main job.
+#   make rest G=2 I=3   install if needed, then run the ReST loop (rest.mk) on the offline demo
+#   make test           create .venv, install rest with its test extras, run the test suite
+#   make install        only the set-up
+# Variables of the loop (G, I, N, REWARD, TRAIN, RUN, ...) are passed on to rest.mk.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,18 +10,20 @@ VENV ?= .venv
 TORCH_CONSTRAINTS ?= constraints-cpu.txt
 BIN := $(VENV)/bin
 
-.PHONY: install test bench clean
+.PHONY: install test rest clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(TORCH_CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(TORCH_CONSTRAINTS) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(TORCH_CONSTRAINTS) -e '.[dev,plot]'
 	touch $@
 
 test: install
 	$(BIN)/python -m pytest
+
+rest: install
+	$(MAKE) -f rest.mk rest REST="$(abspath $(BIN))/rest"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -21,6 +21,10 @@ class UsageError(RestError):
     exit_code = EXIT_USAGE
 
 
+class OutputError(RestError):
+    """An output that cannot be written (missing folder, no permission, disk full)."""
+
+
 class InputError(RestError):
     """A malformed input record, located by file and line."""
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 Record = dict[str, Any]
 STDIO = "-"
@@ -228,14 +228,21 @@ class RecordWriter:
             return self
         directory, name = os.path.split(os.path.abspath(self.path))
         self._tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-        self._raw = open(self._tmp, "wb")
+        try:
+            self._raw = open(self._tmp, "wb")
+        except OSError as err:
+            self._tmp = None  # nothing to clean up
+            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
         self._out = io.BufferedWriter(gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)) \
             if self.path.endswith(".gz") else self._raw
         return self
 
     def write(self, record: Record) -> None:
         """Write one record as one line."""
-        self._out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            self._out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
         self.count += 1
 
     def write_all(self, records: Iterable[Record]) -> int:
@@ -251,6 +258,8 @@ class RecordWriter:
         try:
             if exc_type is None:
                 self._finish_file()
+        except OSError as err:  # a full disk often shows only when the last buffer is flushed
+            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
         finally:
             self._raw.close()
             if os.path.exists(self._tmp):

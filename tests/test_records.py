@@ -119,3 +119,27 @@ def test_ungrouped_stream_is_reported_at_its_line(tmp_path):
 def test_string_and_integer_ids_are_different_sources(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"id": 1}, {"id": "1"}])
     assert len(list(grouped(path))) == 2
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    from rest_cli.errors import OutputError
+    with pytest.raises(OutputError, match=r"cannot write .*/missing/out.jsonl: No such file or directory"):
+        with RecordWriter(str(tmp_path / "missing" / "out.jsonl")) as writer:
+            writer.write({"id": 1})
+
+
+def test_disk_full_leaves_no_file(tmp_path):
+    import errno
+
+    from rest_cli.errors import OutputError
+
+    def full(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(OutputError, match="No space left on device"):
+        with RecordWriter(str(out)) as writer:
+            writer.write({"id": 1})
+            writer._out.write = full
+            writer.write({"id": 2})
+    assert list(tmp_path.iterdir()) == []

@@ -39,7 +39,7 @@ def finetune(
     save_last: Annotated[Optional[str], typer.Option(
         help="Also write the last checkpoint to this model directory.", rich_help_panel=_VALID)] = None,
     preset: Annotated[Optional[str], typer.Option(
-        help="Model shape: tiny, small, base or iwslt.", show_default="base", rich_help_panel=_MODEL)] = None,
+        help="Model shape: tiny, demo, small, base or iwslt.", show_default="base", rich_help_panel=_MODEL)] = None,
     d_model: Annotated[Optional[int], typer.Option(help="Override the preset's width.", rich_help_panel=_MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(
         help="Override the preset's encoder and decoder layers.", rich_help_panel=_MODEL)] = None,

@@ -1,0 +1,127 @@
+# ReST (Gulcehre et al., 2023) as a Makefile. Copy it and edit it: every step is a plain `rest` command.
+#
+#   make -f rest.mk rest G=2 I=3                  the demo (made on the fly), BC, then 2 Grow x 3 Improve steps
+#   make -f rest.mk rest TRAIN=my/train.jsonl VALID=my/valid.jsonl TEST=my/test.jsonl REWARD=chrf
+#
+# Grow g:     the policy of Grow g-1 samples N candidates per training source; the references join
+#             them (--include-ref) and everything is scored.
+# Improve i:  keep candidates above the i-th threshold of the schedule, fine-tune the previous policy
+#             on them with a lower learning rate, measure the validation reward. Improving stops when
+#             validation reward stops rising; the best checkpoint becomes the Grow step's policy.
+# Everything lands under $(RUN); make redoes only what is missing, so a stopped run resumes.
+
+REST ?= rest
+RUN ?= runs/demo
+G ?= 2
+I ?= 3
+N ?= 4
+REWARD ?= numbers
+FILTER ?= tau
+SCHEDULE ?= 0.0 0.7 0.8 0.9 0.95 0.99
+# Learning rate of Improve step i: the i-th word. Each step starts from the previous policy, lower.
+LRS ?= 3e-4 2e-4 1.5e-4 1e-4 7e-5 5e-5
+IMPROVE_STEPS ?= 200
+DATA ?= $(RUN)/data
+TRAIN ?= $(DATA)/train.jsonl
+VALID ?= $(DATA)/valid.jsonl
+TEST ?= $(DATA)/test.jsonl
+DEMO_OPTS ?= --train 4000 --valid 300 --test 300
+BC_OPTS ?= --preset demo --vocab-size 400 --steps 800 --lr 1e-3
+FINETUNE_OPTS ?= --batch-tokens 4096
+# The "converged" control stops when validation loss stops improving, or at this many steps.
+CONTROL_MAX_STEPS ?= 2000
+SAMPLE_OPTS ?= --temperature 0.8 --max-length 64
+EVAL_OPTS ?= --max-length 64
+TEST_OPTS ?= $(EVAL_OPTS) --sample 4
+BON_N ?= 1,2,4,8,16
+CONTROL_PATIENCE ?= 2
+
+GROWS := $(shell seq 1 $(G))
+IMPROVES := $(shell seq 1 $(I))
+STEPS := $(foreach g,$(GROWS),$(foreach i,$(IMPROVES),g$(g)-i$(i)))
+minus1 = $(shell echo $$(($(1) - 1)))
+# The model a validation report measured: the policy of that step. (Used inside $(eval): $$$$ becomes $.)
+model_of = $$$$($(REST) loop best -r $(REWARD) $(1))
+eval_to = $(REST) eval -r $(REWARD) $(1) > $(2).tmp && mv $(2).tmp $(2)
+
+.PHONY: rest
+.DELETE_ON_ERROR:
+rest: $(RUN)/results.md
+
+# Demo data, when TRAIN, VALID and TEST are left at their defaults.
+$(DATA)/train.jsonl $(DATA)/valid.jsonl $(DATA)/test.jsonl &:
+	$(REST) demo-data $(DATA) $(DEMO_OPTS)
+
+# G=0: behaviour cloning on the original data.
+$(RUN)/g0/model/config.json: $(TRAIN) $(VALID)
+	$(REST) finetune $(TRAIN) --valid $(VALID) $(BC_OPTS) $(FINETUNE_OPTS) --output $(RUN)/g0/model
+$(RUN)/g0/valid.json: $(RUN)/g0/model/config.json
+	$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID),$@)
+$(RUN)/g0/policy: $(RUN)/g0/valid.json
+	echo $(RUN)/g0/model > $@
+
+define GROW
+# Grow $(1): sample with the policy of Grow $(call minus1,$(1)), references included, all scored.
+$(RUN)/g$(1)/candidates.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN)
+	@mkdir -p $$(@D)
+	$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(1) $(SAMPLE_OPTS) $(TRAIN) \
+	  | $(REST) score -r $(REWARD) -o $$@
+$(RUN)/g$(1)/i0/valid.json: $(RUN)/g$(call minus1,$(1))/policy
+	@mkdir -p $$(@D)
+	$(call eval_to,-m $$$$(cat $$<) $(EVAL_OPTS) $(VALID),$$@)
+$(RUN)/g$(1)/policy: $(foreach i,0 $(IMPROVES),$(RUN)/g$(1)/i$(i)/valid.json)
+	$(REST) loop best -r $(REWARD) $$^ > $$@
+endef
+
+define IMPROVE
+# Improve $(2) of Grow $(1): runs only while validation reward is still rising.
+$(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(shell seq 0 $(call minus1,$(2))),$(RUN)/g$(1)/i$(j)/valid.json)
+	@mkdir -p $$(@D)
+	if $(REST) loop rising -r $(REWARD) $$(wordlist 2,99,$$^); then \
+	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
+	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz && \
+	  $(REST) finetune $$(@D)/data.jsonl.gz --init $(call model_of,$$(lastword $$^)) --lr $(word $(2),$(LRS)) \
+	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID) $(FINETUNE_OPTS) --output $$(@D)/model && \
+	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID),$$@); \
+	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@; fi
+$(RUN)/test/g$(1)-i$(2).json: $(RUN)/g$(1)/i$(2)/valid.json
+	@mkdir -p $$(@D)
+	$(call eval_to,-m $(call model_of,$$<) $(TEST_OPTS) $(TEST),$$@)
+endef
+
+$(foreach g,$(GROWS),$(eval $(call GROW,$(g))))
+$(foreach g,$(GROWS),$(foreach i,$(IMPROVES),$(eval $(call IMPROVE,$(g),$(i)))))
+
+FINAL := $(RUN)/g$(G)/policy
+
+# Test-set figures of BC, and Best-of-N curves of BC and of the final policy.
+$(RUN)/test/bc.json: $(RUN)/g0/policy
+	@mkdir -p $(@D)
+	$(call eval_to,-m $(RUN)/g0/model $(TEST_OPTS) $(TEST),$@)
+$(RUN)/bon/bc.json $(RUN)/bon/final.json: $(RUN)/bon/%.json:
+	@mkdir -p $(@D)
+	$(REST) sample -m $$(cat $(if $(filter bc,$*),$(RUN)/g0/policy,$(FINAL))) -n $(lastword $(subst $(comma), ,$(BON_N))) \
+	  $(SAMPLE_OPTS) $(TEST) | $(REST) score -r $(REWARD) | $(REST) bestofn --curve $(BON_N) -o $@
+$(RUN)/bon/bc.json: $(RUN)/g0/policy
+$(RUN)/bon/final.json: $(FINAL)
+comma := ,
+
+# Controls, so that a gain is not just more training. Both start from BC on the original data:
+# trained on to convergence (early stopping on validation loss), and trained for as many steps
+# as all Improve steps that ran, at the first Improve learning rate.
+$(RUN)/control/converged/config.json: $(RUN)/g0/policy
+	$(REST) finetune $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
+	  --steps $(CONTROL_MAX_STEPS) --valid-every $(IMPROVE_STEPS) --patience $(CONTROL_PATIENCE) $(FINETUNE_OPTS) \
+	  --output $(@D)
+$(RUN)/control/more/config.json: $(FINAL)
+	steps=$$(( $$(ls -d $(RUN)/g*/i*/model 2>/dev/null | wc -l) * $(IMPROVE_STEPS) )); \
+	$(REST) finetune $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
+	  --steps $$steps $(FINETUNE_OPTS) --output $(@D)
+$(RUN)/test/control-%.json: $(RUN)/control/%/config.json
+	@mkdir -p $(@D)
+	$(call eval_to,-m $(RUN)/control/$* $(TEST_OPTS) $(TEST),$@)
+
+$(RUN)/results.md: $(RUN)/test/bc.json $(foreach s,$(STEPS),$(RUN)/test/$(s).json) \
+                   $(RUN)/test/control-converged.json $(RUN)/test/control-more.json \
+                   $(RUN)/bon/bc.json $(RUN)/bon/final.json
+	$(REST) loop report $(RUN) -r $(REWARD)

@@ -1,0 +1,81 @@
+"""The whole ReST loop through make (rest.mk), on a tiny configuration: seconds, not minutes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+
+TINY = {
+    "G": "1", "I": "2", "N": "2",
+    "DEMO_OPTS": "--train 240 --valid 24 --test 24",
+    "BC_OPTS": "--preset tiny --vocab-size 200 --steps 40 --lr 3e-3",
+    "FINETUNE_OPTS": "--batch-tokens 1024 --log-every 20",
+    "IMPROVE_STEPS": "10", "CONTROL_MAX_STEPS": "20",
+    "SAMPLE_OPTS": "--max-length 24", "EVAL_OPTS": "--max-length 24", "TEST_OPTS": "--max-length 24 --sample 2",
+    "BON_N": "1,2",
+}
+
+
+def make(run, *targets, **overrides):
+    variables = {**TINY, "RUN": str(run), "REST": f"{sys.executable} -m rest_cli", **overrides}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(["make", "-f", str(REPO / "rest.mk"), *targets, *(f"{k}={v}" for k, v in variables.items())],
+                          capture_output=True, text=True, env=env, cwd=run.parent, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("loop") / "run"
+    result = make(run, "rest")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run, result
+
+
+def test_every_artefact_is_on_disk(finished_run):
+    run, _ = finished_run
+    for path in ["data/train.jsonl", "g0/model/config.json", "g0/model/ctranslate2/model.bin", "g0/valid.json",
+                 "g1/candidates.jsonl.gz", "g1/i0/valid.json", "g1/i1/data.jsonl.gz", "g1/i1/model/training.json",
+                 "g1/i1/valid.json", "g1/i2/valid.json", "g1/policy", "test/bc.json", "test/g1-i1.json",
+                 "test/g1-i2.json", "test/control-converged.json", "test/control-more.json", "bon/bc.json",
+                 "bon/final.json", "results.md", "results.json", "results.png"]:
+        assert (run / path).exists(), path
+    training = json.loads((run / "g1" / "i1" / "model" / "training.json").read_text())
+    assert str(run / "g0" / "model") in json.dumps(training)  # the Improve step started from BC
+
+
+def test_results_table_lists_every_policy(finished_run):
+    run, _ = finished_run
+    results = json.loads((run / "results.json").read_text())
+    assert [s["policy"] for s in results["steps"]] == ["bc", "g1-i1", "g1-i2"]
+    assert [c["policy"] for c in results["controls"]] == ["control-converged", "control-more"]
+    assert all(isinstance(s["test"]["reward"], float) for s in results["steps"])
+    assert set(results["best_of_n"]) == {"bc", "final"}
+    table = (run / "results.md").read_text()
+    assert table.count("\n| ") >= 6 and "| bc |" in table and "Best-of-N, final" in table
+
+
+def test_policy_is_the_best_validated_step(finished_run):
+    run, _ = finished_run
+    reports = [json.loads((run / "g1" / f"i{i}" / "valid.json").read_text())["results"][0] for i in range(3)]
+    best = max(range(3), key=lambda i: (reports[i]["rewards"]["numbers"], -i))
+    assert (run / "g1" / "policy").read_text().strip() == reports[best]["model"]
+
+
+def test_a_finished_loop_is_up_to_date_and_a_stopped_one_redoes_only_what_is_missing(finished_run):
+    run, _ = finished_run
+    assert make(run, "-q", "rest").returncode == 0  # nothing left to do
+    bc_time = (run / "g0" / "model" / "config.json").stat().st_mtime_ns
+    for path in ("results.md", "test/control-more.json", "bon/final.json"):
+        (run / path).unlink()
+    again = make(run, "rest")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "finetune" not in again.stdout and "sample -m" in again.stdout  # only the Best-of-N sampling re-ran
+    assert (run / "g0" / "model" / "config.json").stat().st_mtime_ns == bc_time
+    assert (run / "results.md").exists()
