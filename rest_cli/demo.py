@@ -95,8 +95,8 @@ class DemoSpec:
     train: int = 8000
     valid: int = 500
     test: int = 500
-    noise: float = 0.10       # share of all training references with a random error
-    systematic: float = 0.65  # share of SYSTEMATIC_TEMPLATE's references with swapped digits, where possible
+    noise: float = 0.085      # share of all training references with a random error
+    systematic: float = 0.9   # share of SYSTEMATIC_TEMPLATE's references with swapped digits, where possible
     seed: int = 0
 
 

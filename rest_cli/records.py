@@ -148,12 +148,12 @@ class RecordReader:
                 return orjson.loads(raw[len(_BOM):])
             except orjson.JSONDecodeError as retry_err:
                 err = retry_err
-        return self._reject(f"invalid JSON: {err.args[0] if err.args else err}")
+        return self.reject(f"invalid JSON: {err.args[0] if err.args else err}")
 
     def _is_valid(self, record: Any) -> bool:
         if self._passes(record):
             return True
-        self._reject(check_record(record, self.required, self.optional, self.needed_by))
+        self.reject(check_record(record, self.required, self.optional, self.needed_by))
         return False
 
     def _passes(self, record: Any) -> bool:
@@ -168,7 +168,12 @@ class RecordReader:
                 return False
         return True
 
-    def _reject(self, problem: str) -> None:
+    def reject(self, problem: str) -> None:
+        """Refuse the record read last: raise InputError, or with `skip_invalid` count it.
+
+        Commands call it for checks the reader cannot make (say, "neither hyp nor ref"), so
+        those are reported and counted like the reader's own.
+        """
         if not self.skip_invalid:
             raise InputError(self.name, self.line, problem)
         self.skipped += 1

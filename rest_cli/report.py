@@ -82,9 +82,10 @@ def plot(results: dict, path: Path) -> None:
     names = [row["policy"] for row in results["steps"]]
     for split, style in (("valid", "o-"), ("test", "s-")):
         steps_axis.plot(names, [row[split].get("reward") or float("nan") for row in results["steps"]], style, label=split)
-    for control in results["controls"]:
+    for color, control in enumerate(results["controls"], start=2):
         if control["test"].get("reward") is not None:
-            steps_axis.axhline(control["test"]["reward"], linestyle="--", label=f"test, {control['policy']}")
+            steps_axis.axhline(control["test"]["reward"], linestyle="--", color=f"C{color}",
+                               label=f"test, {control['policy']}")
     steps_axis.set(title="Reward per ReST step", xlabel="policy", ylabel=f"reward ({results['reward']})")
     steps_axis.legend()
     for name, curve in results["best_of_n"].items():

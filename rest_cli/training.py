@@ -193,12 +193,7 @@ def _pair(record: dict, reader: RecordReader) -> Pair | None:
         problem = f"field 'weight' must not be negative, got {weight!r}"
     else:
         return Pair(record["src"], target, float(weight))
-    if not reader.skip_invalid:
-        raise reader.fail(problem)
-    # Counted like the reader's own rejects, so one report covers both kinds.
-    reader.skipped += 1
-    reader.first_problem = reader.first_problem or f"{reader.name}:{reader.line}: {problem}"
-    return None
+    return reader.reject(problem)
 
 
 @dataclass

@@ -17,9 +17,9 @@ def demo_data(
     valid: Annotated[int, typer.Option(min=1, help="Validation pairs (clean).")] = 500,
     test: Annotated[int, typer.Option(min=1, help="Test pairs (clean).")] = 500,
     noise: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Share of all training references with a random error.")] = 0.10,
+        min=0.0, max=1.0, help="Share of all training references with a random error.")] = 0.085,
     systematic: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Share of the salary sentences whose reference swaps tens and units.")] = 0.65,
+        min=0.0, max=1.0, help="Share of the salary sentences whose reference swaps tens and units.")] = 0.9,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write the demo's splits: German number expressions with (noisy) English references."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from rest_cli.models.modeldir import usual_permissions
 from rest_cli.models.tokenizer import BOS, EOS, UNK
 from rest_cli.models.transformer import ModelConfig, Seq2SeqTransformer
 
@@ -49,6 +50,7 @@ def export_ctranslate2(
 def _save_atomically(spec, out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    usual_permissions(tmp)
     try:
         spec.save(str(tmp))
         if out_dir.exists():

@@ -118,6 +118,7 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    usual_permissions(tmp)
     try:
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "rest_version": __version__,
                   "model": model.config.to_dict()}
@@ -131,6 +132,13 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def usual_permissions(directory: Path) -> None:
+    """mkdtemp makes a private (0700) folder; a model directory gets the permissions of any new folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
 
 
 def _replace_dir(tmp: Path, directory: Path) -> None:

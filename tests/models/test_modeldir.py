@@ -69,3 +69,15 @@ def test_vocabulary_mismatch_is_reported(saved, tmp_path):
 def test_not_a_directory(tmp_path):
     with pytest.raises(ModelDirError, match="no such model directory"):
         check_model_dir(tmp_path / "nothing")
+
+
+def test_model_directory_is_not_private(saved):
+    for directory in (saved[1], saved[1] / "ctranslate2"):
+        assert directory.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask():
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
