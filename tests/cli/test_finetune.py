@@ -66,7 +66,7 @@ def test_bad_records_stop_before_anything_is_written(tmp_path, line, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "huge", "--steps", "1"], "unknown preset 'huge'; choose from tiny, small, base, iwslt"),
+    (["--preset", "huge", "--steps", "1"], "unknown preset 'huge'; choose from tiny, demo, small, base, iwslt"),
     (["--init", "parent", "--preset", "tiny", "--steps", "1"], "--preset: not with --init"),
     (["--preset", "tiny"], "give --steps or --epochs"),
 ])
