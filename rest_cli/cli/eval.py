@@ -58,7 +58,7 @@ def _print_table(report: dict) -> None:
     table = Table(title=f"rest eval: {report['data']} ({results[0]['sources']} sources, {results[0]['decode']})")
     table.add_column("metric")
     for result in results:
-        table.add_column("/".join(Path(result["model"]).parts[-2:]), justify="right")
+        table.add_column("/".join(Path(result["model"]).parts[-3:]), justify="right")
     for label, get in _rows(results[0]):
         table.add_row(label, *(_cell(get(r), get(r) - get(results[0]) if i else None) for i, r in enumerate(results)))
     console = Console(stderr=True)
