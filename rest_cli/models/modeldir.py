@@ -124,6 +124,7 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os
                   "model": model.config.to_dict()}
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         save_weights(model, str(tmp / WEIGHTS))
+        usual_permissions(tmp / WEIGHTS, 0o666)  # safetensors writes it private (0600)
         shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
         export_ctranslate2(model, model.config, Tokenizer(tmp / TOKENIZER).vocab_tokens(), tmp / CT2)
         (tmp / TRAINING).write_text(json.dumps(training, indent=2) + "\n")
@@ -134,11 +135,14 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os
     return directory
 
 
-def usual_permissions(directory: Path) -> None:
-    """mkdtemp makes a private (0700) folder; a model directory gets the permissions of any new folder."""
+def usual_permissions(path: Path, mode: int = 0o777) -> None:
+    """Give `path` the permissions of a new file or folder (`mode` less the umask).
+
+    mkdtemp makes private (0700) folders; a model directory should read like any other.
+    """
     umask = os.umask(0)
     os.umask(umask)
-    directory.chmod(0o777 & ~umask)
+    path.chmod(mode & ~umask)
 
 
 def _replace_dir(tmp: Path, directory: Path) -> None:

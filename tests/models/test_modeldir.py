@@ -74,6 +74,7 @@ def test_not_a_directory(tmp_path):
 def test_model_directory_is_not_private(saved):
     for directory in (saved[1], saved[1] / "ctranslate2"):
         assert directory.stat().st_mode & 0o777 == 0o777 & ~_umask()
+    assert (saved[1] / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
 def _umask():
