@@ -1,6 +1,4 @@
-import random
 
-import pytest
 
 from rest_cli.rewards import Reward, get_reward
 from rest_cli.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs

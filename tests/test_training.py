@@ -152,7 +152,7 @@ def test_a_weight_zero_record_changes_nothing(tmp_path):
     plain = write_jsonl(tmp_path / "plain.jsonl", pairs)
     ignored = {"src": "zz yy", "hyp": "yy", "weight": 0}
     extra = write_jsonl(tmp_path / "extra.jsonl", pairs[:50] + [ignored] + pairs[50:])
-    a = finetune(str(plain), tmp_path / "a", tiny(steps=8))
+    finetune(str(plain), tmp_path / "a", tiny(steps=8))
     b = finetune(str(extra), tmp_path / "b", tiny(steps=8))
     assert b["data"]["train"]["zero_weight"] == 1
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
