@@ -1,5 +1,3 @@
-
-
 from rest_cli.rewards import Reward, get_reward
 from rest_cli.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs
 from tests.helpers import read_jsonl, rest, write_jsonl
