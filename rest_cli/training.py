@@ -8,9 +8,7 @@ minimises, over the target tokens of one batch (EOS included),
 where l_it is the token's NLL (label-smoothed if asked) and n_i the record's trained tokens:
 a weight-2 record counts as the same record twice in its batch; weight 0 records are dropped.
 
-Batches are length-bucketed: the records are shuffled, sorted by length within large chunks,
-cut into batches of at most `batch_tokens` tokens including padding, and the batch order is
-shuffled again; all of it from (seed, epoch), so a run is reproducible and can be resumed.
+Batches come from `train_data` (length-bucketed, reproducible from the seed).
 The work directory `OUTPUT.partial/` holds the tokenizer and checkpoints (plain tensors and
 numbers, loaded with `weights_only=True`); the finished model replaces it at OUTPUT.
 """
@@ -32,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import torch
 import torch.nn.functional as F
 
@@ -40,12 +37,11 @@ from . import __version__
 from .errors import InputError, RestError, UsageError
 from .models import modeldir
 from .models.tokenizer import PAD_ID, Tokenizer, train_tokenizer
-from .models.transformer import PRESETS, ModelConfig, Seq2SeqTransformer, config_from_preset, teacher_forcing
-from .records import RecordReader
+from .models.transformer import PRESETS, ModelConfig, Seq2SeqTransformer, config_from_preset
+from .train_data import (Batch, DataStats, Pair, TokenizedPairs, collate, load_pairs, make_batches,
+                         tokenize_pairs)
 
 CHECKPOINT_FORMAT = 1
-_CHUNK = 16384  # records sorted together: long enough to bucket well, short enough to keep batches varied
-_ENCODE_CHUNK = 8192
 _NOT_FINGERPRINTED = {"threads", "device", "checkpoint_every", "log_every", "skip_invalid"}
 
 
@@ -135,187 +131,7 @@ def _check_shape(options: FinetuneOptions) -> None:
         raise UsageError(f"--d-model must be even and divisible by the heads ({heads}), got {width}")
 
 
-# --- Data ----------------------------------------------------------------------------------
-
-@dataclass
-class Pair:
-    """One training example: source text, target text, loss weight."""
-
-    src: str
-    tgt: str
-    weight: float = 1.0
-
-
-@dataclass
-class DataStats:
-    """What became of one input file's records; goes into training.json."""
-
-    path: str
-    records: int = 0  # valid records read
-    used: int = 0  # records trained on
-    skipped: int = 0  # invalid records passed over with skip_invalid
-    first_problem: str | None = None
-    zero_weight: int = 0
-    empty_src: int = 0  # no source tokens: nothing for the encoder to attend to
-    truncated: int = 0  # source or target cut to max_length tokens
-    sha256: str = ""  # of the (src, target, weight) triples, so a resumed run can tell it has the same data
-
-
-def load_pairs(path: str, skip_invalid: bool = False) -> tuple[list[Pair], DataStats]:
-    """Read the training pairs of a JSONL file (or '-'), dropping weight-0 records.
-
-    The target is `hyp` if present, else `ref`; a record with neither, or a negative weight,
-    is an InputError at its line (counted instead with `skip_invalid`).
-    """
-    reader = RecordReader(path, required=["src"], optional=["hyp", "ref", "weight"], skip_invalid=skip_invalid,
-                          needed_by="finetune")
-    stats, pairs, digest = DataStats(reader.name), [], hashlib.sha256()
-    for record in reader:
-        pair = _pair(record, reader)
-        if pair is None:
-            continue
-        stats.records += 1
-        digest.update(orjson.dumps([pair.src, pair.tgt, pair.weight], option=orjson.OPT_APPEND_NEWLINE))
-        if pair.weight == 0:
-            stats.zero_weight += 1
-        else:
-            pairs.append(pair)
-    stats.skipped, stats.first_problem, stats.sha256 = reader.skipped, reader.first_problem, digest.hexdigest()
-    return pairs, stats
-
-
-def _pair(record: dict, reader: RecordReader) -> Pair | None:
-    target = record.get("hyp", record.get("ref"))
-    weight = record.get("weight", 1.0)
-    if target is None:
-        problem = "the record has neither 'hyp' nor 'ref' (finetune trains on hyp, else ref)"
-    elif weight < 0:
-        problem = f"field 'weight' must not be negative, got {weight!r}"
-    else:
-        return Pair(record["src"], target, float(weight))
-    return reader.reject(problem)
-
-
-@dataclass
-class TokenizedPairs:
-    """Pairs as token ids, each side stored flat with offsets so that large sets stay small in memory."""
-
-    src: np.ndarray  # int32, all sources concatenated
-    src_start: np.ndarray  # int64 [n + 1]: source i is src[src_start[i]:src_start[i + 1]]
-    tgt: np.ndarray
-    tgt_start: np.ndarray
-    weights: np.ndarray  # float32 [n]
-    cut: np.ndarray  # bool [n]: target truncated, so its EOS is not trained
-
-    def __len__(self) -> int:
-        return len(self.weights)
-
-    @property
-    def src_lengths(self) -> np.ndarray:
-        return np.diff(self.src_start)
-
-    @property
-    def tgt_lengths(self) -> np.ndarray:
-        return np.diff(self.tgt_start)
-
-
-def tokenize_pairs(pairs: list[Pair], tokenizer: Tokenizer, max_length: int, stats: DataStats) -> TokenizedPairs:
-    """Encode pairs, truncating each side to `max_length` tokens and dropping empty sources (counted in stats)."""
-    parts = [_encode(pairs[start:start + _ENCODE_CHUNK], tokenizer, max_length, stats)
-             for start in range(0, len(pairs), _ENCODE_CHUNK)] or [_encode([], tokenizer, max_length, stats)]
-    src, src_lengths, tgt, tgt_lengths, weights, cut = (np.concatenate(column) for column in zip(*parts))
-    stats.used = len(weights)
-    return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut)
-
-
-def _encode(pairs: list[Pair], tokenizer: Tokenizer, max_length: int, stats: DataStats) -> tuple[np.ndarray, ...]:
-    # One chunk at a time, flattened at once: token lists as Python ints would take 10x the memory.
-    kept = [(pair, src, tgt) for pair, src, tgt in zip(pairs, tokenizer.encode([p.src for p in pairs]),
-                                                      tokenizer.encode([p.tgt for p in pairs])) if src]
-    stats.empty_src += len(pairs) - len(kept)
-    stats.truncated += sum(len(src) > max_length or len(tgt) > max_length for _, src, tgt in kept)
-    srcs, tgts = [src[:max_length] for _, src, _ in kept], [tgt[:max_length] for _, _, tgt in kept]
-    weights = np.array([pair.weight for pair, _, _ in kept], dtype=np.float32)
-    cut = np.array([len(tgt) > max_length for _, _, tgt in kept], dtype=bool)
-    return (*_flat(srcs), *_flat(tgts), weights, cut)
-
-
-def _flat(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """All ids in one int32 array, and each sequence's length."""
-    ids = np.fromiter((t for seq in seqs for t in seq), dtype=np.int32)
-    return ids, np.array([len(seq) for seq in seqs], dtype=np.int64)
-
-
-def _starts(lengths: np.ndarray) -> np.ndarray:
-    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    return starts
-
-
-# --- Batches and loss ----------------------------------------------------------------------
-
-def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_tokens: int, seed: int = 0,
-                 epoch: int = 0, shuffle: bool = True, chunk: int = _CHUNK) -> list[np.ndarray]:
-    """Index batches whose padded size, rows * (longest source + longest target + 1), fits batch_tokens.
-
-    A record longer than the budget gets a batch of its own. With `shuffle`, the records, then
-    the batches, are shuffled by a generator seeded from (seed, epoch): same inputs, same batches.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(src_lengths)) if shuffle else np.arange(len(src_lengths))
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        part = part[np.lexsort((src_lengths[part], tgt_lengths[part]))]  # stable: ties keep the shuffled order
-        batches.extend(_fill(part, src_lengths[part].tolist(), (tgt_lengths[part] + 1).tolist(), batch_tokens))
-    return [batches[i] for i in rng.permutation(len(batches))] if shuffle else batches
-
-
-def _fill(order: np.ndarray, src_lens: list[int], tgt_lens: list[int], budget: int) -> list[np.ndarray]:
-    batches, first, longest_src, longest_tgt = [], 0, 0, 0
-    for i, (s, t) in enumerate(zip(src_lens, tgt_lens)):
-        s, t = max(longest_src, s), max(longest_tgt, t)
-        if i > first and (i - first + 1) * (s + t) > budget:
-            batches.append(order[first:i])
-            first, s, t = i, src_lens[i], tgt_lens[i]
-        longest_src, longest_tgt = s, t
-    if first < len(order):
-        batches.append(order[first:])
-    return batches
-
-
-@dataclass
-class Batch:
-    """Tensors of one batch; `tokens` counts real source and trained target tokens."""
-
-    src: torch.Tensor  # [B, S]
-    tgt_in: torch.Tensor  # [B, T + 1], BOS first
-    labels: torch.Tensor  # [B, T + 1], EOS last unless the target was cut; PAD is not trained
-    weights: torch.Tensor  # [B]
-    tokens: int
-
-
-def collate(data: TokenizedPairs, indices: np.ndarray, device: torch.device | str = "cpu") -> Batch:
-    """The padded tensors of the records `indices`."""
-    src = torch.from_numpy(_pad(data.src, data.src_start, indices))
-    tgt = torch.from_numpy(_pad(data.tgt, data.tgt_start, indices))
-    tgt_in, labels = teacher_forcing(tgt)
-    cut = torch.from_numpy(data.cut[indices])
-    if cut.any():  # a truncated target does not end there: do not teach EOS
-        rows = cut.nonzero().squeeze(1)
-        labels[rows, tgt[rows].ne(PAD_ID).sum(dim=1)] = PAD_ID
-    tokens = int(src.ne(PAD_ID).sum() + labels.ne(PAD_ID).sum())
-    weights = torch.from_numpy(data.weights[indices])
-    return Batch(src.to(device), tgt_in.to(device), labels.to(device), weights.to(device), tokens)
-
-
-def _pad(flat: np.ndarray, starts: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    lengths = starts[indices + 1] - starts[indices]
-    out = np.full((len(indices), int(lengths.max(initial=0))), PAD_ID, dtype=np.int64)
-    for row, (i, n) in enumerate(zip(indices.tolist(), lengths.tolist())):
-        out[row, :n] = flat[starts[i]:starts[i] + n]
-    return out
-
+# --- Loss --------------------------------------------------------------------------------
 
 def batch_loss(model: Seq2SeqTransformer, batch: Batch, label_smoothing: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

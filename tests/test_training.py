@@ -14,8 +14,8 @@ import torch
 from rest_cli.errors import InputError, UsageError
 from rest_cli.models.modeldir import load_model, training_info
 from rest_cli.models.tokenizer import EOS_ID, PAD_ID, Tokenizer
-from rest_cli.training import (DataStats, FinetuneOptions, Pair, batch_loss, collate, finetune, load_pairs,
-                               lr_factor, make_batches, partial_dir, tokenize_pairs)
+from rest_cli.train_data import DataStats, Pair, collate, load_pairs, make_batches, tokenize_pairs
+from rest_cli.training import FinetuneOptions, batch_loss, finetune, lr_factor, partial_dir
 from tests.helpers import write_jsonl
 
 WORDS = "ab cd ef gh ij kl mn op qr st uv wx".split()
