@@ -64,7 +64,8 @@ class EngineOptions:
     device: str = "auto"          # auto: cuda when CTranslate2 sees a GPU, else cpu
     compute_type: str = "auto"    # auto: int8 on CPU, int8_float16 on CUDA
     threads: int = 0              # intra-op threads per translator (0: CTranslate2 decides)
-    inter_threads: int = 1        # translators working in parallel (or GPUs, with device_index)
+    inter_threads: int = 1        # batches decoded in parallel, per device
+    device_indices: tuple[int, ...] = (0,)  # GPUs: one worker (or inter_threads workers) on each
     batch_size: int = 32
     batch_type: str = "examples"  # or "tokens"
     seed: int = 0
@@ -74,6 +75,10 @@ class EngineOptions:
             raise UsageError(f"--batch-type must be examples or tokens, got {self.batch_type!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.device_indices or any(index < 0 for index in self.device_indices):
+            raise UsageError(f"--device-index needs GPU numbers >= 0, got {self.device_indices}")
+        if self.device == "cpu" and self.device_indices != (0,):
+            raise UsageError("--device-index picks GPUs: it needs --device cuda (or auto on a GPU machine)")
 
 
 @dataclass
@@ -115,13 +120,15 @@ class Sampler:
 
         self.engine = engine
         self.device, self.compute_type = resolve_engine(engine)
+        if self.device == "cpu" and engine.device_indices != (0,):
+            raise UsageError("--device-index picks GPUs, and CTranslate2 sees none here")
         model_path = ctranslate2_dir(model_dir)  # checks the directory first, for a clear error
         self.tokenizer = Tokenizer(tokenizer_path(model_dir))
         # The seed must be set before the translator exists; later calls have no effect.
         ctranslate2.set_random_seed(engine.seed)
         self.translator = ctranslate2.Translator(
-            str(model_path), device=self.device, compute_type=self.compute_type,
-            intra_threads=engine.threads, inter_threads=engine.inter_threads)
+            str(model_path), device=self.device, device_index=list(engine.device_indices),
+            compute_type=self.compute_type, intra_threads=engine.threads, inter_threads=engine.inter_threads)
 
     def _tokenized(self, records: Iterable[Record], pending: deque, options: DecodeOptions,
                    stats: SampleStats) -> Iterator[list[str]]:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+from itertools import islice
 from typing import Annotated, Optional
 
 import typer
 
+from ..errors import UsageError
+from ..models.modeldir import ctranslate2_dir
 from ..records import RecordReader, RecordWriter
+from ..resumable import ResumableOutput, file_identity
+from ..sharding import Shard, derived_seed, shard_records
 from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, progress, report_skipped
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model directory (from `rest finetune`).")]
@@ -30,7 +36,15 @@ def sample(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     compute_type: Annotated[str, typer.Option(help="auto (int8 on CPU, int8_float16 on CUDA), float32, ...")] = "auto",
     threads: Annotated[int, typer.Option(help="Threads per translator (0: CTranslate2 decides).")] = 0,
-    inter_threads: Annotated[int, typer.Option(help="Translators in parallel.")] = 1,
+    inter_threads: Annotated[int, typer.Option(help="Batches decoded in parallel (per GPU with --device-index).")] = 1,
+    device_index: Annotated[str, typer.Option(
+        help="GPUs to sample on, comma-separated (e.g. 0,1,2,3): one worker per GPU.")] = "0",
+    shard: Annotated[Optional[str], typer.Option(
+        help="K/N: only the K-th of N round-robin shares of the sources, with its own seed derived from "
+             "--seed. The N shards together hold every source once.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Keep candidates in OUT.partial as they come; rerun the same command to continue "
+                         "an interrupted run. Needs -o.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Sources per batch (see --batch-type).")] = 32,
     batch_type: Annotated[str, typer.Option(help="examples or tokens.")] = "examples",
     output: OutputOpt = "-",
@@ -41,14 +55,50 @@ def sample(
 
     decode = DecodeOptions(n=n, temperature=temperature, top_k=top_k, top_p=top_p, beam=beam,
                            max_length=max_length, max_input_length=max_input_length)
+    part = Shard.parse(shard) if shard is not None else None
     engine = EngineOptions(device=device, compute_type=compute_type, threads=threads, inter_threads=inter_threads,
-                           batch_size=batch_size, batch_type=batch_type, seed=seed)
+                           device_indices=_indices(device_index), batch_size=batch_size, batch_type=batch_type,
+                           seed=part.seed(seed) if part else seed)
     reader = RecordReader(input, required=["src"] + (["ref"] if include_ref else []), optional=["id"],
                           skip_invalid=skip_invalid, needed_by="rest sample")
+    # Ids come from positions in the whole input, before sharding, so shards keep the ids of one run.
+    sources = shard_records(with_ids(reader), part)
+    resumable = _resumable(output, input, model, decode, engine, part, include_ref) if resume else None
+    if resumable is not None and (done := resumable.open()):
+        log("sample", f"resuming {resumable.partial}: {done} sources done")
+        sources = islice(sources, done, None)  # the rest draw from their own seed: no sample is drawn twice
+        engine = replace(engine, seed=derived_seed(engine.seed, "resume", done))
     sampler = Sampler(model, engine)
-    log("sample", f"{model}: {decode.describe()} on {sampler.device} ({sampler.compute_type})")
+    log("sample", f"{model}: {decode.describe()} on {sampler.device} ({sampler.compute_type})"
+        + (f", shard {part}" if part else ""))
     stats = SampleStats()
-    with RecordWriter(output) as writer:
-        writer.write_all(progress(sampler.sample(with_ids(reader), decode, stats, include_ref), "sampling"))
+    candidates = progress(sampler.sample(sources, decode, stats, include_ref), "sampling")
+    if resumable is None:
+        with RecordWriter(output) as writer:
+            writer.write_all(candidates)
+    else:
+        resumable.write_groups(candidates)
+        resumable.finish()
     report_skipped("sample", reader)
     log("sample", stats.summary())
+
+
+def _indices(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--device-index takes GPU numbers separated by commas, got {text!r}") from None
+
+
+def _resumable(output: str, input: str, model: str, decode, engine, part, include_ref: bool) -> ResumableOutput:
+    """OUT.partial, with what identifies the run: resuming with anything else changed is refused.
+
+    Threads, batch size and device may change between tries (a resumed run may land on another
+    machine); what decides which candidates are drawn may not.
+    """
+    if output == "-":
+        raise UsageError("--resume needs -o FILE: stdout cannot be continued")
+    run = {"input": file_identity(input) if input != "-" else "-",
+           "model": file_identity(ctranslate2_dir(model) / "model.bin"),
+           "decode": asdict(decode), "seed": engine.seed, "shard": str(part), "include_ref": include_ref}
+    return ResumableOutput(output, group_size=decode.n + include_ref, run=run)

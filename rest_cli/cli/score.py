@@ -8,6 +8,7 @@ import typer
 
 from ..records import RecordReader, RecordWriter
 from ..rewards import build_reward, reward_names, score_records
+from ..sharding import Shard, shard_groups
 from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
 
 
@@ -26,13 +27,18 @@ def score(
     reward_timeout: Annotated[float, typer.Option(
         min=0.001, help="Seconds an external reward command may take for one batch.")] = 300.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per reward call.")] = 256,
+    shard: Annotated[Optional[str], typer.Option(
+        help="K/N: only the K-th of N round-robin shares of the sources (records grouped by `id`, as "
+             "`rest sample` writes them). The N shards together hold every record once.")] = None,
     output: OutputOpt = "-",
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Add `reward` in [0, 1], `reward_name` and `reward_sig` (how it was computed) to each record."""
+    part = Shard.parse(shard) if shard is not None else None
     with build_reward(reward, reward_config, reward_range, calibrate, reward_timeout, batch_size) as scorer:
-        reader = RecordReader(input, required=scorer.needs, skip_invalid=skip_invalid,
-                              needed_by=f"reward '{scorer.name}'")
+        reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])], skip_invalid=skip_invalid,
+                              needed_by=f"reward '{scorer.name}'" + (" and --shard" if part else ""))
+        records = shard_groups(reader, part)
         with RecordWriter(output) as writer:
-            writer.write_all(progress(score_records(reader, scorer, batch_size), f"scoring ({scorer.name})"))
+            writer.write_all(progress(score_records(records, scorer, batch_size), f"scoring ({scorer.name})"))
     report_skipped("score", reader)

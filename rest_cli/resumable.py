@@ -1,0 +1,115 @@
+"""An output that survives interruption: `rest sample --resume -o OUT`.
+
+Candidates go to OUT.partial in whole source groups (each group has the same number of
+records), flushed as they come. A run that stops leaves OUT.partial and OUT.partial.json (what
+the run was); the same command again keeps the complete groups, drops a torn last group,
+skips that many sources of its input and appends the rest. OUT appears, complete, only at the
+end. The JSON beside the partial file refuses a resume with another model, input or options,
+which would mix two runs in one file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import OutputError, UsageError
+from .records import Record
+
+
+class ResumableOutput:
+    def __init__(self, path: str, group_size: int, run: dict[str, Any]):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.meta = self.path.with_name(self.path.name + ".partial.json")
+        self.group_size = group_size
+        self.run = run
+        self.groups_done = 0
+
+    def open(self) -> int:
+        """Prepare OUT.partial; return the number of source groups it already holds."""
+        if self.meta.exists():
+            stored = orjson.loads(self.meta.read_bytes())
+            if stored != self.run:
+                changed = sorted(k for k in self.run.keys() | stored.keys() if self.run.get(k) != stored.get(k))
+                raise UsageError(f"{self.partial} is from a run with other {', '.join(changed)}; "
+                                 f"delete it and {self.meta.name} to start afresh, or rerun that command")
+            self.groups_done = self._keep_complete_groups()
+            return self.groups_done
+        try:
+            self.partial.write_bytes(b"")
+            self.meta.write_bytes(orjson.dumps(self.run, option=orjson.OPT_SORT_KEYS))
+        except OSError as err:
+            raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
+        return 0
+
+    def _keep_complete_groups(self) -> int:
+        """Cut OUT.partial after its last complete group (a killed run may have torn the last one)."""
+        if not self.partial.exists():
+            self.partial.write_bytes(b"")
+            return 0
+        lines, kept_bytes, complete = 0, 0, 0
+        with open(self.partial, "rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n") or not _is_record(line):
+                    break
+                lines += 1
+                if lines % self.group_size == 0:
+                    complete, kept_bytes = lines // self.group_size, handle.tell()
+        with open(self.partial, "r+b") as handle:
+            handle.truncate(kept_bytes)
+        return complete
+
+    def write_groups(self, records: Iterable[Record]) -> None:
+        """Append records, a whole group per write and flush, so a stop loses at most one group."""
+        iterator = iter(records)
+        try:
+            with open(self.partial, "ab") as handle:
+                while group := list(islice(iterator, self.group_size)):
+                    handle.write(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in group))
+                    handle.flush()
+                    self.groups_done += 1
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
+
+    def finish(self) -> None:
+        """Move the complete output into place (compressed when OUT ends in .gz), then tidy up."""
+        try:
+            if self.path.suffix == ".gz":
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                try:
+                    with open(self.partial, "rb") as src, open(tmp, "wb") as raw:
+                        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                        raw.flush()
+                        os.fsync(raw.fileno())
+                    os.replace(tmp, self.path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self.partial.unlink()
+            else:
+                os.replace(self.partial, self.path)
+            self.meta.unlink()
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Name, size and modification time: enough to notice that a file was replaced, without reading it."""
+    stat = os.stat(path)
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
