@@ -8,6 +8,7 @@ import typer
 
 from ..records import RecordReader, RecordWriter
 from ..rewards import build_reward, reward_names, score_records
+from ..rewards.external import DEFAULT_RESTARTS
 from ..sharding import Shard, shard_groups
 from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
 
@@ -26,6 +27,9 @@ def score(
         help="JSONL file with src and ref: its 1st-99th percentile scores set the range.")] = None,
     reward_timeout: Annotated[float, typer.Option(
         min=0.001, help="Seconds an external reward command may take for one batch.")] = 300.0,
+    reward_restarts: Annotated[int, typer.Option(
+        min=0, help="Times an external reward command is restarted on one batch after it dies or hangs.")
+    ] = DEFAULT_RESTARTS,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per reward call.")] = 256,
     shard: Annotated[Optional[str], typer.Option(
         help="K/N: only the K-th of N round-robin shares of the sources (records grouped by `id`, as "
@@ -35,7 +39,8 @@ def score(
 ) -> None:
     """Add `reward` in [0, 1], `reward_name` and `reward_sig` (how it was computed) to each record."""
     part = Shard.parse(shard) if shard is not None else None
-    with build_reward(reward, reward_config, reward_range, calibrate, reward_timeout, batch_size) as scorer:
+    with build_reward(reward, reward_config, reward_range, calibrate, reward_timeout, batch_size,
+                      restarts=reward_restarts) as scorer:
         reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])], skip_invalid=skip_invalid,
                               needed_by=f"reward '{scorer.name}'" + (" and --shard" if part else ""))
         records = shard_groups(reader, part)

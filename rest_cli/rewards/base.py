@@ -73,14 +73,16 @@ def get_reward(name: str, **params) -> Reward:
     return factory(**params)
 
 
-def make_reward(spec: str, timeout: float = 300.0) -> Reward:
+def make_reward(spec: str, timeout: float = 300.0, restarts: int | None = None) -> Reward:
     """Build a reward from a spec: a name, `length-guard(max_ratio=2)`, `product(use, copy-guard)`,
     `py:module:function` or `cmd:COMMAND ARGS` (docs/rewards.md has the syntax).
 
-    `timeout` is the default seconds an external command may take to answer one batch.
+    `timeout` is the default seconds an external command may take to answer one batch, `restarts`
+    how many times it is restarted on one batch after dying or hanging (None: DEFAULT_RESTARTS).
     """
     from .compose import build_spec  # compose imports this module: a late import breaks the cycle
-    return build_spec(spec, timeout=timeout)
+    from .external import DEFAULT_RESTARTS
+    return build_spec(spec, timeout=timeout, restarts=DEFAULT_RESTARTS if restarts is None else restarts)
 
 
 def batched(items: Iterable[Record], size: int) -> Iterator[list[Record]]:

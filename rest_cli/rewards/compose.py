@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..records import Record
 from .base import Reward, _checked, get_reward, register, reward_names
-from .external import ExternalCommand
+from .external import DEFAULT_RESTARTS, ExternalCommand
 from .user import PythonFunction, Scaled, calibrate, exact_number, parse_range
 
 USE_GUARDED = "product(use, copy-guard, repeat-guard, length-guard)"
@@ -212,30 +212,33 @@ class Composite(Reward):
 
 # --- building rewards from the tree -----------------------------------------------------------
 
-def build(node, timeout: float = 300.0) -> Reward:
-    """The reward a tree describes; UsageError (exit 2) for anything that does not make sense."""
+def build(node, timeout: float = 300.0, restarts: int = DEFAULT_RESTARTS) -> Reward:
+    """The reward a tree describes; UsageError (exit 2) for anything that does not make sense.
+
+    `timeout` and `restarts` are the defaults of the external commands in it (ExternalCommand).
+    """
     if isinstance(node, Weighted):
         raise UsageError(f"a weight ({node}) only makes sense inside wsum(...)")
     if not isinstance(node, Call):
         raise UsageError(f"expected a reward, got the value {_unparse(node)}")
     if node.name in _COMBINE or node.name == "wsum":
-        return _composite(node, timeout)
+        return _composite(node, timeout, restarts)
     if node.name in _LEAVES:
-        return _LEAVES[node.name](node, timeout)
+        return _LEAVES[node.name](node, timeout, restarts)
     if node.args and node.name in reward_names():  # an unknown name is reported as such by get_reward
         raise UsageError(f"reward {node.name!r} takes named parameters only, e.g. {node.name}(key=value), "
                          f"not {node}")
     return get_reward(node.name, **node.params)
 
 
-def _composite(node: Call, timeout: float) -> Composite:
+def _composite(node: Call, timeout: float, restarts: int) -> Composite:
     if node.params or not node.args:
         raise UsageError(f"{node.name}(...) combines one or more rewards and takes no parameters: {node}")
     weights = _weights(node) if node.name == "wsum" else None
     parts: list[Reward] = []
     try:
         for arg in node.args:
-            parts.append(build(arg.node if weights is not None else arg, timeout))
+            parts.append(build(arg.node if weights is not None else arg, timeout, restarts))
     except BaseException:
         for part in parts:  # an external command already started must not outlive the error
             part.close()
@@ -260,35 +263,37 @@ def _only_text(node: Call, what: str) -> str:
     return node.args[0]
 
 
-def _python(node: Call, timeout: float) -> Reward:
+def _python(node: Call, timeout: float, restarts: int) -> Reward:
     if node.params:
         raise UsageError(f"a py: reward takes no parameters: {node}")
     return PythonFunction(_only_text(node, "module:function"))
 
 
-def _command(node: Call, timeout: float) -> Reward:
-    unknown = set(node.params) - {"timeout"}
+def _command(node: Call, timeout: float, restarts: int) -> Reward:
+    unknown = set(node.params) - {"timeout", "restarts"}
     if unknown:
-        raise UsageError(f"{node.name}(...) takes only the parameter 'timeout', not {', '.join(sorted(unknown))}")
+        raise UsageError(f"{node.name}(...) takes only the parameters 'timeout' and 'restarts', "
+                         f"not {', '.join(sorted(unknown))}")
     command = _only_text(node, "command")
-    return ExternalCommand(command, shell=node.name == "sh", timeout=node.params.get("timeout", timeout))
+    return ExternalCommand(command, shell=node.name == "sh", timeout=node.params.get("timeout", timeout),
+                           restarts=node.params.get("restarts", restarts))
 
 
-def _scale(node: Call, timeout: float) -> Reward:
+def _scale(node: Call, timeout: float, restarts: int) -> Reward:
     if len(node.args) != 1 or set(node.params) != {"lo", "hi"}:
         raise UsageError(f"scale takes one reward and lo=, hi=, e.g. scale(py:m:f, lo=-5, hi=5): {node}")
     lo, hi = node.params["lo"], node.params["hi"]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
         raise UsageError(f"scale's lo and hi must be numbers: {node}")
-    return Scaled(build(node.args[0], timeout), float(lo), float(hi), how="given")
+    return Scaled(build(node.args[0], timeout, restarts), float(lo), float(hi), how="given")
 
 
 _LEAVES = {"py": _python, "cmd": _command, "sh": _command, "scale": _scale}
 
 
-def build_spec(spec: str, timeout: float = 300.0) -> Reward:
+def build_spec(spec: str, timeout: float = 300.0, restarts: int = DEFAULT_RESTARTS) -> Reward:
     """Parse and build a `--reward` spec (base.make_reward is the public entry)."""
-    return build(parse_spec(spec), timeout)
+    return build(parse_spec(spec), timeout, restarts)
 
 
 @register("use-guarded")
@@ -331,7 +336,7 @@ def _node_from_config(name: str, body, where: str) -> Call:
     return Call(name, [], params)
 
 
-def load_reward_config(path: str, timeout: float = 300.0) -> Reward:
+def load_reward_config(path: str, timeout: float = 300.0, restarts: int = DEFAULT_RESTARTS) -> Reward:
     """Build the reward described under the key `reward` of a JSON or TOML file (docs/rewards.md)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -340,7 +345,7 @@ def load_reward_config(path: str, timeout: float = 300.0) -> Reward:
     data = _parse_config(text, path)
     if not isinstance(data, dict) or "reward" not in data:
         raise UsageError(f"--reward-config {path}: expected a table with the key 'reward'")
-    return build(tree_from_config(data["reward"], f"--reward-config {path}"), timeout)
+    return build(tree_from_config(data["reward"], f"--reward-config {path}"), timeout, restarts)
 
 
 def _parse_config(text: str, path: str):
@@ -357,7 +362,8 @@ def _parse_config(text: str, path: str):
 
 
 def build_reward(spec: str | None = None, config: str | None = None, value_range: str | None = None,
-                 calibrate_from: str | None = None, timeout: float = 300.0, batch_size: int = 256) -> Reward:
+                 calibrate_from: str | None = None, timeout: float = 300.0, batch_size: int = 256,
+                 restarts: int = DEFAULT_RESTARTS) -> Reward:
     """What `rest score` computes: a spec or a config file, optionally mapped to [0, 1] by a range.
 
     `value_range` is "LO:HI"; `calibrate_from` a JSONL file whose (src, ref) pairs set the range.
@@ -366,7 +372,7 @@ def build_reward(spec: str | None = None, config: str | None = None, value_range
         raise UsageError("give the reward as --reward SPEC or as --reward-config FILE (one of them)")
     if value_range is not None and calibrate_from is not None:
         raise UsageError("--reward-range and --calibrate both set the range: give one")
-    reward = build_spec(spec, timeout) if spec is not None else load_reward_config(config, timeout)
+    reward = build_spec(spec, timeout, restarts) if spec is not None else load_reward_config(config, timeout, restarts)
     try:
         return _ranged(reward, value_range, calibrate_from, batch_size)
     except BaseException:

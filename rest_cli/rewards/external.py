@@ -7,28 +7,38 @@ rest closes stdin; the command should then exit. Its stderr is kept (last lines)
 
 `cmd:COMMAND ARGS` runs without a shell (shlex.split, an argument list); `sh:COMMAND` asks
 for /bin/sh explicitly, for pipes and variables.
+
+A command that dies or hangs on a batch is restarted and sent the same batch again, up to
+`restarts` times per batch; a command that answers wrongly is not (see ExternalCommand).
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import json
 import os
 import queue
 import shlex
 import signal
 import subprocess
+import sys
 import threading
+from collections.abc import Callable
 
 import orjson
 
 from .. import __version__
 from ..errors import RestError, UsageError
 from ..records import Record
-from .user import UserReward, as_numbers
+from .user import UserReward, as_numbers, in_unit_range
 
 PROTOCOL = "jsonl-batch-v1"
 STDERR_LINES = 20  # kept for error messages; the last 3 are shown
+# Restarts per batch: one for a transient failure (out of memory, a lost GPU or connection), one more
+# in case the first restart met the same passing trouble. A command that fails a third time on the same
+# batch fails on it for a reason (a record it cannot handle, a broken install): stop and say so.
+DEFAULT_RESTARTS = 2
 _EXIT_WAIT_S = 5.0
 
 
@@ -49,6 +59,14 @@ def _write_ignoring_sigpipe(stream, data: bytes) -> None:
         pass  # the reading side reports the command's death with its status and stderr
 
 
+class CommandFailed(Exception):
+    """The command died, closed its output or hung: worth a restart. `cause` reads after "it ..."."""
+
+    def __init__(self, cause: str):
+        super().__init__(cause)
+        self.cause = cause
+
+
 class JsonlProcess:
     """A child process asked one line at a time, each answer awaited with a timeout."""
 
@@ -60,6 +78,8 @@ class JsonlProcess:
                                          stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
         except OSError as err:
             raise UsageError(f"reward command {label!r} cannot start: {err.strerror or err}") from None
+        # Each process has its own queue: a late answer from a stopped process can never be taken
+        # for the answer of its replacement.
         self.answers: queue.Queue[bytes | None] = queue.Queue()
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -76,8 +96,12 @@ class JsonlProcess:
         for line in io.BufferedReader(self.proc.stderr):
             self.stderr.append(line.decode("utf-8", "replace").rstrip())
 
-    def ask(self, request: bytes, timeout: float, what: str) -> bytes:
-        """Send one request line, return the answer line; RestError if the command dies or hangs."""
+    def ask(self, request: bytes, timeout: float) -> bytes:
+        """Send one request line, return the answer line.
+
+        CommandFailed if the command dies or gives no answer within `timeout` seconds (then it
+        is stopped); RestError if it wrote a line before being asked.
+        """
         if not self.answers.empty() and self.answers.queue[0] is not None:
             # Answers are matched to requests by order alone: an extra line would shift them all.
             raise RestError(f"reward command {self.label!r} wrote a line nobody asked for: "
@@ -88,11 +112,11 @@ class JsonlProcess:
             answer = self.answers.get(timeout=timeout)
         except queue.Empty:
             self.kill()
-            raise RestError(f"reward command {self.label!r} gave no answer within {timeout:g} s for {what}; "
-                            f"stopped it (raise --reward-timeout if it is just slow)") from None
-        if answer is None:
-            raise RestError(f"reward command {self.label!r} {self._exit_status()} before answering {what}"
-                            f"{self._stderr_tail()}")
+            raise CommandFailed(f"gave no answer within {timeout:g} s, so rest stopped it "
+                                f"(raise --reward-timeout if it is just slow)") from None
+        if answer is None or not answer.endswith(b"\n"):  # a line without its end: the output ended inside it
+            ended = "before answering" if answer is None else "in the middle of its answer"
+            raise CommandFailed(f"{self._exit_status()} {ended}{self._stderr_tail()}")
         writer.join(timeout)
         return answer
 
@@ -126,29 +150,80 @@ class JsonlProcess:
             self.kill()
 
 
-class ExternalCommand(UserReward):
-    """`cmd:COMMAND ARGS` / `sh:COMMAND`: a long-running scorer speaking the JSONL batch protocol."""
+def _to_stderr(message: str) -> None:
+    print(f"rest: {message}", file=sys.stderr, flush=True)
 
-    def __init__(self, command: str, shell: bool = False, timeout: float = 300.0):
+
+class ExternalCommand(UserReward):
+    """`cmd:COMMAND ARGS` / `sh:COMMAND`: a long-running scorer speaking the JSONL batch protocol.
+
+    A command that dies, closes its output or hangs on a batch is restarted and sent the same
+    batch, up to `restarts` times per batch, each restart reported through `on_message` (default:
+    one line on stderr). An answer that is wrong (the wrong count, not numbers, invalid JSON, an
+    `{"error": ...}`) stops the run at once: the command is alive and said what it meant, so the
+    same batch would get the same answer, and a restart would only hide the bug.
+    """
+
+    def __init__(self, command: str, shell: bool = False, timeout: float = 300.0,
+                 restarts: int = DEFAULT_RESTARTS, on_message: Callable[[str], None] | None = None):
         self.command, self.shell = command, shell
         self.name = f"{'sh' if shell else 'cmd'}:{command}"
         self.timeout = _positive_timeout(timeout, self.name)
+        self.restarts = _restart_limit(restarts, self.name)
+        self.say = on_message or _to_stderr
         self.who = f"reward command {command!r}"
-        self.process = JsonlProcess(_argv(command, shell, self.name), command)
+        self.argv = _argv(command, shell, self.name)
+        self.process = JsonlProcess(self.argv, command)
+        self.batches = self.records_sent = 0  # to name a failing batch: "batch 3 (records 513-768)"
+
+    def score(self, records: list[Record]) -> list[float]:
+        values = self.raw_score(records)
+        return in_unit_range(values, f"{self.who} on {self._batch_name(records)}")
 
     def raw_score(self, records: list[Record]) -> list[float]:
-        what = f"a batch of {len(records)} records"
-        line = self.process.ask(orjson.dumps({"records": records}, option=orjson.OPT_APPEND_NEWLINE),
-                                self.timeout, what)
-        return as_numbers(self._rewards(line, what), len(records), self.who)
+        self.batches += 1
+        self.records_sent += len(records)
+        what = self._batch_name(records)
+        line = self._ask(orjson.dumps({"records": records}, option=orjson.OPT_APPEND_NEWLINE), what)
+        return as_numbers(self._rewards(line, what), len(records), f"{self.who} on {what}")
+
+    def _batch_name(self, records: list[Record]) -> str:
+        first = self.records_sent - len(records) + 1
+        span = f"record {first}" if len(records) == 1 else f"records {first}-{self.records_sent}"
+        ids = [r["id"] for r in (records[0], records[-1]) if "id" in r]
+        if len(ids) == 2:
+            span += f", id {ids[0]!r}" if ids[0] == ids[1] else f", ids {ids[0]!r} to {ids[1]!r}"
+        return f"batch {self.batches} ({span})"
+
+    def _ask(self, request: bytes, what: str) -> bytes:
+        """The answer to `request`, restarting the command after each failure, `restarts` times at most."""
+        for restart in range(1, self.restarts + 1):
+            try:
+                return self.process.ask(request, self.timeout)
+            except CommandFailed as failure:
+                self.say(f"{self.who} failed on {what}, restarting it ({restart} of {self.restarts}): "
+                         f"it {failure.cause}")
+                self._restart()
+        try:
+            return self.process.ask(request, self.timeout)
+        except CommandFailed as failure:
+            done = f"{self.restarts} restart{'' if self.restarts == 1 else 's'}"
+            raise RestError(f"{self.who} failed on {what} after {done}: it {failure.cause}") from None
+
+    def _restart(self) -> None:
+        self.process.kill()  # a command that closed its output may still be running
+        self.process.close()
+        try:
+            self.process = JsonlProcess(self.argv, self.command)
+        except UsageError as err:  # it started before: not a usage error now
+            raise RestError(str(err)) from None
 
     def _rewards(self, line: bytes, what: str) -> list:
-        try:
-            answer = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            raise RestError(f"{self.who} answered {what} with invalid JSON ({err}): {line[:80]!r}") from None
+        answer, problem = _loads(line)
+        if problem:
+            raise RestError(f"{self.who} answered {what} with invalid JSON ({problem}): {line[:80]!r}")
         if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-            raise RestError(f"{self.who} reported an error: {answer['error']}")
+            raise RestError(f"{self.who} reported an error on {what}: {answer['error']}")
         if not isinstance(answer, dict) or "rewards" not in answer:
             raise RestError(f"{self.who} answered {what} without a \"rewards\" list: {line[:80]!r}")
         return answer["rewards"]
@@ -158,6 +233,22 @@ class ExternalCommand(UserReward):
 
     def close(self) -> None:
         self.process.close()
+
+
+def _loads(line: bytes) -> tuple[object, str]:
+    """(answer, "") or (None, what is wrong with the JSON).
+
+    NaN, Infinity and 1e400 (Python's json.dumps writes the first two) are read as floats, to be
+    refused as "not a finite number" for the record they belong to rather than as invalid JSON.
+    """
+    try:
+        return orjson.loads(line), ""
+    except orjson.JSONDecodeError as err:
+        problem = str(err)
+    try:
+        return json.loads(line, parse_int=float), ""  # parse_int: 10**400 would overflow float() later
+    except ValueError:
+        return None, problem
 
 
 def _argv(command: str, shell: bool, name: str) -> list[str]:
@@ -176,3 +267,9 @@ def _positive_timeout(timeout, name: str) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise UsageError(f"reward {name!r}: timeout must be a number of seconds > 0, got {timeout!r}")
     return float(timeout)
+
+
+def _restart_limit(restarts, name: str) -> int:
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        raise UsageError(f"reward {name!r}: restarts must be a whole number >= 0, got {restarts!r}")
+    return restarts

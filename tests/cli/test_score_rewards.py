@@ -81,14 +81,19 @@ def test_external_command_with_a_range(records, tmp_path):
                                          "map:clip((x-lo)/(hi-lo),0,1)")
 
 
-def test_external_command_crash_writes_no_file(records, tmp_path):
-    spec = scorer(tmp_path, "if n == 1: raise SystemExit('out of memory')")
+def test_external_command_crash_is_restarted_then_reported_and_writes_no_file(records, tmp_path):
+    spec = scorer(tmp_path, "if n == 1: raise SystemExit('out of memory')")  # n counts batches per process
     result = rest("score", "-r", spec, "--reward-range", "0:20", "--batch-size", "1", str(records),
                   "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 0, result.stderr  # the second batch crashed its first process: restarted
+    assert [r["reward"] for r in read_jsonl((tmp_path / "out.jsonl").read_bytes())] == [13 / 20, 5 / 20]
+    (tmp_path / "out.jsonl").unlink()
+    result = rest("score", "-r", spec, "--reward-range", "0:20", "--batch-size", "1", "--reward-restarts", "0",
+                  str(records), "-o", str(tmp_path / "out.jsonl"))
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and len(lines) == 1, lines
-    assert "exited with status 1 before answering a batch of 1 records; its stderr ends: out of memory" in lines[0]
-    assert not (tmp_path / "out.jsonl").exists()
+    assert lines[0].endswith("failed on batch 2 (record 2, id 2) after 0 restarts: it exited with status 1 before "
+                             "answering; its stderr ends: out of memory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scorer.py"]
 
 
@@ -98,7 +103,8 @@ def test_command_that_dies_without_reading_is_reported_not_a_silent_sigpipe(tmp_
     spec = f"cmd:{shlex.quote(sys.executable)} -c 'import sys; print(\"no\", file=sys.stderr); sys.exit(3)'"
     result = rest("score", "-r", spec, str(path))
     assert result.returncode == 1, result.stderr
-    assert "exited with status 3 before answering a batch of 1 records; its stderr ends: no" in result.stderr.decode()
+    assert result.stderr.decode().endswith("failed on batch 1 (record 1) after 2 restarts: it exited with status 3 "
+                                           "before answering; its stderr ends: no\n")
 
 
 def test_python_function_from_the_working_directory(records, tmp_path):

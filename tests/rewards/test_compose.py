@@ -113,7 +113,7 @@ def test_bad_specs_are_usage_errors(spec, message):
 
 def test_parts_built_before_an_error_are_closed(monkeypatch):
     opened = []
-    monkeypatch.setitem(compose._LEAVES, "py", lambda node, timeout: opened.append(Const(1.0)) or opened[-1])
+    monkeypatch.setitem(compose._LEAVES, "py", lambda node, timeout, restarts: opened.append(Const(1.0)) or opened[-1])
     with pytest.raises(UsageError, match="unknown reward 'nope'"):
         make_reward("product(py:m:f, nope)")
     assert opened and opened[0].closed
