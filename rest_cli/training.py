@@ -34,10 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .distributed import World, device_of, join_world
 from .errors import InputError, RestError, UsageError
 from .models import modeldir
 from .models.tokenizer import PAD_ID, Tokenizer, train_tokenizer
 from .models.transformer import PRESETS, ModelConfig, Seq2SeqTransformer, config_from_preset
+from .sharding import derived_seed
 from .train_data import (Batch, DataStats, Pair, TokenizedPairs, collate, load_pairs, make_batches,
                          tokenize_pairs)
 
@@ -133,33 +135,39 @@ def _check_shape(options: FinetuneOptions) -> None:
 
 # --- Loss --------------------------------------------------------------------------------
 
-def batch_loss(model: Seq2SeqTransformer, batch: Batch, label_smoothing: float = 0.0
+def batch_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float = 0.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss to minimise, weighted NLL sum, weighted token count) of one batch.
+    """(sum to minimise, weighted NLL sum, weighted token count) of one batch.
 
-    loss = sum(w * token loss) / sum(w * tokens); the token loss is the NLL, mixed with the
-    mean NLL over the vocabulary when label-smoothing. The NLL sum is never smoothed, so
-    sum / count is the loss to report.
+    The loss is sum(w * token loss) / sum(w * tokens): the first value over the last. The
+    token loss is the NLL, mixed with the mean NLL over the vocabulary when label-smoothing.
+    The NLL sum is never smoothed, so NLL sum / count is the loss to report. Sums, not means,
+    so that ranks of a distributed run can share one denominator.
     """
     logprobs = F.log_softmax(model(batch.src, batch.tgt_in).float(), dim=-1)  # [B, T+1, V]
     nll = -logprobs.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)  # [B, T+1]
     token_loss = nll if not label_smoothing else (1 - label_smoothing) * nll - label_smoothing * logprobs.mean(-1)
     weights = batch.weights.unsqueeze(1) * batch.labels.ne(PAD_ID)  # [B, T+1], 0 at padding
     count = weights.sum()
-    return (token_loss * weights).sum() / count, (nll * weights).sum().detach(), count.detach()
+    return (token_loss * weights).sum(), (nll * weights).sum().detach(), count.detach()
 
 
 @torch.no_grad()
 def validation_loss(model: Seq2SeqTransformer, data: TokenizedPairs, batch_tokens: int,
-                    device: torch.device | str = "cpu", bf16: bool = False) -> float:
-    """Weighted NLL per target token over all of `data`, in eval mode (no dropout, no smoothing)."""
+                    device: torch.device | str = "cpu", bf16: bool = False, world: World = World()) -> float:
+    """Weighted NLL per target token over all of `data`, in eval mode (no dropout, no smoothing).
+
+    Ranks of a distributed run measure every size-th batch and add up what they found.
+    """
     was_training, nll, count = model.training, 0.0, 0.0
     model.eval()
-    for indices in make_batches(data.src_lengths, data.tgt_lengths, batch_tokens, shuffle=False):
+    batches = make_batches(data.src_lengths, data.tgt_lengths, batch_tokens, shuffle=False)
+    for indices in batches[world.rank::world.size]:
         with _autocast(device, bf16):
             _, batch_nll, batch_count = batch_loss(model, collate(data, indices, device))
         nll, count = nll + batch_nll.item(), count + batch_count.item()
     model.train(was_training)
+    nll, count = world.sum([nll, count], torch.device(device))
     return nll / count
 
 
@@ -285,13 +293,18 @@ class _Trainer:
     """One run's model, optimizer, data and state; steps, validates, logs and checkpoints."""
 
     def __init__(self, model, train: TokenizedPairs, valid: TokenizedPairs | None, options: FinetuneOptions,
-                 work: Path, fingerprint: str, device: torch.device, bf16: bool, on_progress, on_message):
+                 work: Path, fingerprint: str, device: torch.device, bf16: bool, on_progress, on_message,
+                 world: World = World()):
         self.model, self.train, self.valid, self.options = model.to(device).train(), train, valid, options
+        self.world, self.trained = world, world.wrap(self.model, device)
         self.work, self.fingerprint, self.device, self.bf16 = work, fingerprint, device, bf16
         self.on_progress, self.say = on_progress, on_message
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.9, 0.98),
                                            weight_decay=options.weight_decay)
-        self.state, self.best_weights, self.stop_requested = _State(), None, False
+        self.state, self.best_weights = _State(), None
+        # A stop asked for by a signal, and the one all ranks agreed on at the last step: in a
+        # distributed run every rank must stop at the same step, or the others wait forever.
+        self.stop_requested = self.stop_agreed = False
         self._batches: tuple[int, list[np.ndarray]] | None = None
         self.total = options.steps or sum(len(self.epoch_batches(e)) for e in range(options.epochs))
         if options.warmup is None:
@@ -319,7 +332,7 @@ class _Trainer:
                     continue
                 self._step(batches[self.state.batch_index])
                 self._after_step()
-                if self.stop_requested:
+                if self._should_stop():
                     self.save_checkpoint()
                     self.say(f"stopped at step {self.state.step}; run the same command again to resume "
                              f"from {self.work}")
@@ -329,20 +342,32 @@ class _Trainer:
     def _request_stop(self) -> None:
         self.stop_requested = True
 
+    def _should_stop(self) -> bool:
+        return self.stop_agreed if self.world.distributed else self.stop_requested
+
     def _step(self, indices: np.ndarray) -> None:
-        batch = collate(self.train, indices, self.device)
+        rows = self.world.rows(indices)
+        # A rank with no row of a tiny batch still joins the gradient exchange, with a row it ignores.
+        batch = collate(self.train, rows if len(rows) else indices[:1], self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.lr * lr_factor(self.state.step + 1, self.options.warmup)
         with _autocast(self.device, self.bf16):
-            loss, nll, count = batch_loss(self.model, batch, self.options.label_smoothing)
+            loss_sum, nll, count = batch_loss(self.trained, batch, self.options.label_smoothing)
+        if not len(rows):
+            loss_sum, nll, count, batch.tokens = loss_sum * 0.0, nll * 0.0, count * 0.0, 0
+        count, tokens, nll, stop = self.world.sum([count.item(), batch.tokens, nll.item(),
+                                                   float(self.stop_requested)], self.device)
+        self.stop_agreed = stop > 0
+        # DDP averages gradients over ranks: scale by the world size to get the global batch's mean.
+        loss = loss_sum * (self.world.size / count)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.options.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_norm)
         self.optimizer.step()
         s = self.state
-        s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + 1, s.tokens + batch.tokens
-        s.window = [s.window[0] + nll.item(), s.window[1] + count.item()]
+        s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + 1, s.tokens + int(tokens)
+        s.window = [s.window[0] + nll, s.window[1] + count]
 
     def _after_step(self) -> None:
         s, o = self.state, self.options
@@ -359,7 +384,7 @@ class _Trainer:
 
     def _validate(self) -> None:
         s = self.state
-        loss = validation_loss(self.model, self.valid, self.options.batch_tokens, self.device, self.bf16)
+        loss = validation_loss(self.model, self.valid, self.options.batch_tokens, self.device, self.bf16, self.world)
         s.valid_loss.append([s.step, loss])
         if s.best_loss is None or loss < s.best_loss:
             s.best_loss, s.best_step, s.bad_validations = loss, s.step, 0
@@ -392,6 +417,8 @@ class _Trainer:
         if s.checkpoint_step == s.step:
             return
         s.checkpoint_step = s.step
+        if not self.world.is_main:  # all ranks hold the same weights; one file is enough
+            return
         wall = s.wall_time_s + time.monotonic() - self._session[0]
         _save_atomically({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
                           "state": {**asdict(s), "wall_time_s": wall}, "model": self.model.state_dict(),
@@ -436,28 +463,51 @@ def finetune(train_path: str, output_dir: str | os.PathLike, options: FinetuneOp
     raising KeyboardInterrupt) checkpoints into OUTPUT.partial/ and raises KeyboardInterrupt;
     the same call then resumes from there. Returns what training.json holds.
     """
-    say = on_message or (lambda message: None)
     options = resolve_options(options or FinetuneOptions(), init_dir)
+    world = join_world(options.device)
+    try:
+        return _finetune(train_path, output_dir, options, valid_path, init_dir, save_last,
+                         on_progress if world.is_main else None, on_message if world.is_main else None, world)
+    finally:
+        world.close()
+
+
+def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init_dir, save_last, on_progress,
+              on_message, world: World) -> dict[str, Any]:
+    say = on_message or (lambda message: None)
     if init_dir is not None:
         modeldir.check_model_dir(init_dir)
     _check_max_length(options, init_dir)
-    device, bf16 = _setup_torch(options)
+    device, bf16 = _setup_torch(options, world)
     if options.steps and options.epochs:
         say("--steps and --epochs both given: --steps wins")
         options = replace(options, epochs=None)
     pairs, stats = _read(train_path, valid_path, options, say)
     work = partial_dir(output_dir)
     fingerprint = _fingerprint(options, stats, init_dir)
-    resuming = _open_work_dir(work, fingerprint)
-    tokenizer_file = _tokenizer_file(work, init_dir, pairs["train"], options)
+    # Rank 0 creates the work directory and tokenizer; the other ranks then find them in place.
+    resuming = _main_first(world, lambda: _open_work_dir(work, fingerprint))
+    tokenizer_file = _main_first(world, lambda: _tokenizer_file(work, init_dir, pairs["train"], options))
     data = {name: _tokenize(pairs[name], tokenizer_file, options, stats[name], say) for name in pairs}
     model = _build_model(init_dir, Tokenizer(tokenizer_file).vocab_size, options)
+    if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
+        torch.manual_seed(derived_seed(options.seed, "rank", world.rank))
     trainer = _Trainer(model, data["train"], data.get("valid"), options, work, fingerprint, device, bf16,
-                       on_progress, say)
+                       on_progress, say, world)
     _start(trainer, resuming, say)
     trainer.run()
     record = _training_record(trainer, stats, init_dir, device, bf16)
-    return _write_outputs(trainer, output_dir, tokenizer_file, record, save_last)
+    if world.is_main:
+        _write_outputs(trainer, output_dir, tokenizer_file, record, save_last)
+    world.barrier()  # the model directory is complete before any rank reports success
+    return record
+
+
+def _main_first(world: World, make: Callable[[], Any]) -> Any:
+    """`make()` on rank 0, then on the other ranks, which find what rank 0 made."""
+    result = make() if world.is_main else None
+    world.barrier()
+    return result if world.is_main else make()
 
 
 def _read(train_path, valid_path, options, say) -> tuple[dict[str, list[Pair]], dict[str, DataStats]]:
@@ -513,7 +563,7 @@ def _open_work_dir(work: Path, fingerprint: str) -> bool:
     return False
 
 
-def _setup_torch(options: FinetuneOptions) -> tuple[torch.device, bool]:
+def _setup_torch(options: FinetuneOptions, world: World) -> tuple[torch.device, bool]:
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
@@ -523,6 +573,7 @@ def _setup_torch(options: FinetuneOptions) -> tuple[torch.device, bool]:
         raise UsageError(f"--device {options.device!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {options.device}: CUDA is not available")
+    device = device_of(world, device)
     bf16 = options.bf16 if options.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
     return device, bf16
 
@@ -590,7 +641,7 @@ def _training_record(trainer: _Trainer, stats: dict[str, DataStats], init_dir, d
         "train_loss": s.train_loss, "valid_loss": s.valid_loss, "best_step": s.best_step,
         "best_valid_loss": s.best_loss, "stopped_early": s.stopped_early,
         "output": "best" if trainer.best_weights is not None else "last",
-        "resumed": s.resumed, "wall_time_s": round(trainer.wall_time(), 3),
+        "resumed": s.resumed, "wall_time_s": round(trainer.wall_time(), 3), "world_size": trainer.world.size,
     }
 
 

@@ -173,7 +173,8 @@ def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
     def loss(pairs):
         data = tokenize_pairs(pairs, tokenizer, 256, DataStats("x"))
         with torch.no_grad():
-            return batch_loss(model, collate(data, np.arange(len(pairs))))
+            total, nll_sum, count = batch_loss(model, collate(data, np.arange(len(pairs))))
+        return total / count, nll_sum, count
     weighted, nll_sum, count = loss([Pair(a.src, a.tgt, 2.0), b])
     assert count.item() == 2 * 4 + 2  # two weights x (3 tokens + EOS), plus 1 token + EOS
     assert weighted.item() == pytest.approx(loss([a, a, b])[0].item(), abs=1e-5)  # weight 2 = the record twice

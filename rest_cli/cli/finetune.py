@@ -92,6 +92,7 @@ def finetune(
     with --init the previous policy is trained further. Writes a model directory with its
     CTranslate2 export and training.json. Interrupted runs resume when run again.
     """
+    from ..distributed import is_main_process
     from ..training import FinetuneOptions, finetune as train
 
     options = FinetuneOptions(
@@ -100,6 +101,9 @@ def finetune(
         label_smoothing=label_smoothing, weight_decay=weight_decay, clip_norm=clip_norm, max_length=max_length,
         seed=seed, valid_every=valid_every, patience=patience, checkpoint_every=checkpoint_every,
         log_every=log_every, device=device, bf16=bf16, threads=threads, skip_invalid=skip_invalid)
+    if not is_main_process():  # under torchrun, rank 0 alone reports
+        train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last)
+        return
     say = lambda message: log("finetune", message)  # noqa: E731
     with _reporter() as on_progress:
         record = train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last,
