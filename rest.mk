@@ -9,6 +9,11 @@
 #             on them with a lower learning rate, measure the validation reward. Improving stops when
 #             validation reward stops rising; the best checkpoint becomes the Grow step's policy.
 # Everything lands under $(RUN); make redoes only what is missing, so a stopped run resumes.
+#
+# Scaling out (docs/scaling.md): SHARDS=K splits each Grow step into K shards that make -j runs
+# side by side; LAUNCH runs each shard elsewhere (e.g. LAUNCH="srun -N1 -n1 --exclusive" inside a
+# Slurm allocation, see examples/slurm/); FINETUNE_LAUNCH runs the Improve steps data-parallel
+# (e.g. FINETUNE_LAUNCH="torchrun --standalone --nproc-per-node 8 --no-python").
 
 REST ?= rest
 RUN ?= runs/demo
@@ -37,14 +42,24 @@ BON_N ?= 1,2,4,8,16
 CONTROL_PATIENCE ?= 2
 # Control arms to train and report (CONTROLS= skips them: they take about half the demo's time).
 CONTROLS ?= converged more
+SHARDS ?= 1
+LAUNCH ?=
+FINETUNE_LAUNCH ?=
 
 GROWS := $(shell seq 1 $(G))
 IMPROVES := $(shell seq 1 $(I))
 STEPS := $(foreach g,$(GROWS),$(foreach i,$(IMPROVES),g$(g)-i$(i)))
+SHARD_IDS := $(shell seq 1 $(SHARDS))
+FINETUNE := $(strip $(FINETUNE_LAUNCH) $(REST) finetune)
 minus1 = $(shell echo $$(($(1) - 1)))
 # The model a validation report measured: the policy of that step. (Used inside $(eval): $$$$ becomes $.)
 model_of = $$$$($(REST) loop best -r $(REWARD) $(1))
 eval_to = $(REST) eval -r $(REWARD) $(1) > $(2).tmp && mv $(2).tmp $(2)
+
+# A failing command anywhere in a pipe fails the recipe: `rest sample` dying must not leave
+# `rest score` to write a complete-looking file of part of the candidates.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: rest
 .DELETE_ON_ERROR:
@@ -56,18 +71,23 @@ $(DATA)/train.jsonl $(DATA)/valid.jsonl $(DATA)/test.jsonl &:
 
 # G=0: behaviour cloning on the original data.
 $(RUN)/g0/model/config.json: $(TRAIN) $(VALID)
-	$(REST) finetune $(TRAIN) --valid $(VALID) $(BC_OPTS) $(FINETUNE_OPTS) --output $(RUN)/g0/model
+	$(FINETUNE) $(TRAIN) --valid $(VALID) $(BC_OPTS) $(FINETUNE_OPTS) --output $(RUN)/g0/model
 $(RUN)/g0/valid.json: $(RUN)/g0/model/config.json
 	$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID),$@)
 $(RUN)/g0/policy: $(RUN)/g0/valid.json
 	echo $(RUN)/g0/model > $@
 
 define GROW
-# Grow $(1): sample with the policy of Grow $(call minus1,$(1)), references included, all scored.
-$(RUN)/g$(1)/candidates.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN)
+# Grow $(1): sample with the policy of Grow $(call minus1,$(1)), references included, all scored,
+# in SHARDS shards (each its own share of the sources and its own seed) joined in one file.
+$(RUN)/g$(1)/shard-%.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN)
 	@mkdir -p $$(@D)
-	$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(1) $(SAMPLE_OPTS) $(TRAIN) \
-	  | $(REST) score -r $(REWARD) -o $$@
+	$(LAUNCH) bash -o pipefail -c "$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(1) --shard $$*/$(SHARDS) \
+	  $(SAMPLE_OPTS) $(TRAIN) | $(REST) score -r $(REWARD) -o $$@"
+$(RUN)/g$(1)/candidates.jsonl.gz: $(foreach k,$(SHARD_IDS),$(RUN)/g$(1)/shard-$(k).jsonl.gz)
+	cat $$^ > $$@.tmp && mv $$@.tmp $$@
+# Once joined, the shards go (they would double the disk the candidates take).
+.INTERMEDIATE: $(foreach k,$(SHARD_IDS),$(RUN)/g$(1)/shard-$(k).jsonl.gz)
 $(RUN)/g$(1)/i0/valid.json: $(RUN)/g$(call minus1,$(1))/policy
 	@mkdir -p $$(@D)
 	$(call eval_to,-m $$$$(cat $$<) $(EVAL_OPTS) $(VALID),$$@)
@@ -82,7 +102,7 @@ $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(sh
 	if $(REST) loop rising -r $(REWARD) $$(wordlist 2,99,$$^); then \
 	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
 	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz && \
-	  $(REST) finetune $$(@D)/data.jsonl.gz --init $(call model_of,$$(lastword $$^)) --lr $(word $(2),$(LRS)) \
+	  $(FINETUNE) $$(@D)/data.jsonl.gz --init $(call model_of,$$(lastword $$^)) --lr $(word $(2),$(LRS)) \
 	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID) $(FINETUNE_OPTS) --output $$(@D)/model && \
 	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID),$$@); \
 	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@; fi
@@ -112,12 +132,12 @@ comma := ,
 # trained on to convergence (early stopping on validation loss), and trained for as many steps
 # as all Improve steps that ran, at the first Improve learning rate.
 $(RUN)/control/converged/config.json: $(RUN)/g0/policy
-	$(REST) finetune $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
+	$(FINETUNE) $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
 	  --steps $(CONTROL_MAX_STEPS) --valid-every $(IMPROVE_STEPS) --patience $(CONTROL_PATIENCE) $(FINETUNE_OPTS) \
 	  --output $(@D)
 $(RUN)/control/more/config.json: $(FINAL)
 	steps=$$(( $$(ls -d $(RUN)/g*/i*/model 2>/dev/null | wc -l) * $(IMPROVE_STEPS) )); \
-	$(REST) finetune $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
+	$(FINETUNE) $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
 	  --steps $$steps $(FINETUNE_OPTS) --output $(@D)
 $(RUN)/test/control-%.json: $(RUN)/control/%/config.json
 	@mkdir -p $(@D)

@@ -1,5 +1,7 @@
 """The whole ReST loop through make (rest.mk), on a tiny configuration: seconds, not minutes."""
 
+import collections
+import gzip
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ TINY = {
     "FINETUNE_OPTS": "--batch-tokens 1024 --log-every 20",
     "IMPROVE_STEPS": "10", "CONTROL_MAX_STEPS": "20",
     "SAMPLE_OPTS": "--max-length 24", "EVAL_OPTS": "--max-length 24", "TEST_OPTS": "--max-length 24 --sample 2",
-    "BON_N": "1,2",
+    "BON_N": "1,2", "SHARDS": "2",
 }
 
 
@@ -48,6 +50,32 @@ def test_every_artefact_is_on_disk(finished_run):
         assert (run / path).exists(), path
     training = json.loads((run / "g1" / "i1" / "model" / "training.json").read_text())
     assert str(run / "g0" / "model") in json.dumps(training)  # the Improve step started from BC
+
+
+def test_the_sharded_grow_step_holds_every_source_once(finished_run):
+    run, _ = finished_run
+    with gzip.open(run / "g1" / "candidates.jsonl.gz") as joined:
+        records = [json.loads(line) for line in joined]
+    counts = collections.Counter(r["id"] for r in records)
+    assert sorted(counts) == [f"train-{i:06d}" for i in range(240)]
+    assert set(counts.values()) == {3}  # N=2 samples and the reference
+    assert not list((run / "g1").glob("shard-*"))  # joined, then removed
+
+
+def test_a_failing_sampler_fails_the_grow_step(tmp_path):
+    """With a pipe into `rest score`, a sampler's failure must not pass as a short candidates file."""
+    fake = tmp_path / "fake-rest"
+    fake.write_text("#!/bin/sh\n"
+                    'if [ "$1" = sample ]; then echo \'{"id": 0, "src": "a", "hyp": "b"}\'; exit 1; fi\n'
+                    'while [ "$1" != -o ]; do shift; done; cat > "$2"\n')
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    (run / "g0").mkdir(parents=True)
+    (run / "g0" / "policy").write_text("model\n")
+    (tmp_path / "train.jsonl").write_text("")
+    result = make(run, str(run / "g1" / "candidates.jsonl.gz"), REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"))
+    assert result.returncode != 0
+    assert not (run / "g1" / "candidates.jsonl.gz").exists() and not list((run / "g1").glob("shard-*"))
 
 
 def test_results_table_lists_every_policy(finished_run):
