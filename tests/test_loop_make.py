@@ -62,20 +62,40 @@ def test_the_sharded_grow_step_holds_every_source_once(finished_run):
     assert not list((run / "g1").glob("shard-*"))  # joined, then removed
 
 
-def test_a_failing_sampler_fails_the_grow_step(tmp_path):
-    """With a pipe into `rest score`, a sampler's failure must not pass as a short candidates file."""
+def _grow_with_fake_rest(tmp_path, sample_exit: int, **overrides):
+    """Make Grow 1's candidates with a stand-in `rest`: sample prints its arguments as a record."""
     fake = tmp_path / "fake-rest"
     fake.write_text("#!/bin/sh\n"
-                    'if [ "$1" = sample ]; then echo \'{"id": 0, "src": "a", "hyp": "b"}\'; exit 1; fi\n'
+                    f'if [ "$1" = sample ]; then echo "{{\\"args\\": \\"$*\\"}}"; exit {sample_exit}; fi\n'
                     'while [ "$1" != -o ]; do shift; done; cat > "$2"\n')
     fake.chmod(0o755)
     run = tmp_path / "run"
     (run / "g0").mkdir(parents=True)
     (run / "g0" / "policy").write_text("model\n")
     (tmp_path / "train.jsonl").write_text("")
-    result = make(run, str(run / "g1" / "candidates.jsonl.gz"), REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"))
-    assert result.returncode != 0
+    # -o: take the policy as made, so that make does not go back to train one.
+    return run, make(run, "-o", str(run / "g0" / "policy"), str(run / "g1" / "candidates.jsonl.gz"),
+                     REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"), **overrides)
+
+
+def test_a_failing_sampler_fails_the_grow_step(tmp_path):
+    """With a pipe into `rest score`, a sampler's failure must not pass as a short candidates file."""
+    run, result = _grow_with_fake_rest(tmp_path, sample_exit=1)
+    assert result.returncode != 0 and "shard-1.jsonl.gz] Error 1" in result.stderr, result.stderr
     assert not (run / "g1" / "candidates.jsonl.gz").exists() and not list((run / "g1").glob("shard-*"))
+
+
+def test_launch_runs_each_shard_and_the_slurm_recipe_parses(tmp_path):
+    launcher = tmp_path / "launch"
+    launcher.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "launched"}\nexec "$@"\n')
+    launcher.chmod(0o755)
+    run, result = _grow_with_fake_rest(tmp_path, sample_exit=0, SHARDS="3", LAUNCH=str(launcher))
+    assert result.returncode == 0, result.stderr
+    launched = (tmp_path / "launched").read_text().splitlines()
+    assert len(launched) == 3 and all(f"--shard {k}/3" in line for k, line in zip((1, 2, 3), launched))
+    joined = (run / "g1" / "candidates.jsonl.gz").read_text().splitlines()
+    assert len(joined) == 3 and all("--seed 1 --shard" in line for line in joined)
+    assert subprocess.run(["bash", "-n", str(REPO / "examples" / "slurm" / "rest.sbatch")]).returncode == 0
 
 
 def test_results_table_lists_every_policy(finished_run):
