@@ -7,6 +7,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 class RestError(Exception):
@@ -35,3 +36,11 @@ class InputError(RestError):
         self.source = source
         self.line = line
         self.message = message
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (no half-written output).
+
+    A KeyboardInterrupt subclass on purpose: code that stops cleanly on Ctrl-C stops cleanly
+    on SIGTERM too.
+    """

@@ -6,6 +6,7 @@ writing stream one line at a time, so memory does not grow with the input.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import math
@@ -21,6 +22,7 @@ from .errors import InputError, OutputError
 Record = dict[str, Any]
 STDIO = "-"
 _BOM = b"\xef\xbb\xbf"
+_PASSED_OVER = object()  # a line that is not a record to yield: blank, or skipped as invalid
 
 
 def _is_text(value: Any) -> bool:
@@ -56,9 +58,14 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# Characters JSON leaves unescaped that str.splitlines() (and some terminals) take for line
+# breaks: escaped in messages, which must stay one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _describe(value: Any) -> str:
     """Name a bad value briefly, for an error message."""
-    text = orjson.dumps(value).decode() if not isinstance(value, float) else repr(value)
+    text = orjson.dumps(value).decode().translate(_LINE_BREAKS) if not isinstance(value, float) else repr(value)
     kind = type(value).__name__ if value is not None else "null"
     return f"{kind} {text[:40]}{'...' if len(text) > 40 else ''}"
 
@@ -90,6 +97,28 @@ def _open_binary_input(path: str) -> IO[bytes]:
     except OSError as err:
         raise InputError(path, None, f"cannot open: {err.strerror}") from None
     return gzip.open(stream) if path.endswith(".gz") else stream
+
+
+def _json_problem(raw: bytes, err: orjson.JSONDecodeError) -> str:
+    """Say what is wrong with a line orjson refused, in words that fit a line-located message.
+
+    orjson's own message counts lines and columns within the one line it was given, and calls
+    any invalid UTF-8 "surrogates"; the byte offset of bad UTF-8 and the name of a NaN or
+    Infinity literal help more.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"invalid UTF-8 at byte {bad.start + 1} ({raw[bad.start:bad.start + 4]!r})"
+    if raw.startswith(_BOM):
+        return "a byte-order mark (BOM) is allowed only at the start of the file"
+    position = getattr(err, "pos", None)
+    if position is None:
+        return str(err)
+    for literal in (b"NaN", b"Infinity"):
+        if raw.startswith(literal, position):
+            return f"{literal.decode()} is not JSON (column {position + 1}); write null or a number"
+    return f"{err.msg} (column {position + 1})"
 
 
 class RecordReader:
@@ -129,26 +158,29 @@ class RecordReader:
                     record = orjson.loads(raw)
                 except orjson.JSONDecodeError as err:
                     record = self._recover(raw, err)
-                    if record is None:
+                    if record is _PASSED_OVER:
                         continue
                 if self._is_valid(record):
                     yield record
         except (OSError, EOFError, gzip.BadGzipFile) as err:
             raise InputError(self.name, self.line + 1, f"cannot read: {err}") from None
 
-    def _recover(self, raw: bytes, err: orjson.JSONDecodeError) -> Record | None:
+    def _recover(self, raw: bytes, err: orjson.JSONDecodeError) -> Any:
         """Handle a line orjson refused: a blank line or a leading BOM, else a reported error.
 
-        Kept off the fast path: only lines that fail to parse come here.
+        Returns the value parsed after the BOM (still to be validated), or _PASSED_OVER for a
+        blank line and for a refused line that --skip-invalid counted. Kept off the fast path:
+        only lines that fail to parse come here.
         """
-        if not raw.strip():
-            return None
         if self.line == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
             try:
-                return orjson.loads(raw[len(_BOM):])
+                return orjson.loads(raw)
             except orjson.JSONDecodeError as retry_err:
                 err = retry_err
-        return self.reject(f"invalid JSON: {err.args[0] if err.args else err}")
+        if raw.strip():
+            self.reject(f"invalid JSON: {_json_problem(raw, err)}")
+        return _PASSED_OVER
 
     def _is_valid(self, record: Any) -> bool:
         if self._passes(record):
@@ -247,8 +279,12 @@ class RecordWriter:
         try:
             self._out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         except OSError as err:
-            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
+            raise self._failed(err) from None
         self.count += 1
+
+    def _failed(self, err: OSError) -> OutputError:
+        where = "to stdout" if self._tmp is None else self.path
+        return OutputError(f"cannot write {where}: {err.strerror or err}")
 
     def write_all(self, records: Iterable[Record]) -> int:
         """Write every record of an iterable; return how many were written."""
@@ -258,17 +294,30 @@ class RecordWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._tmp is None:
-            self._out.flush()
+            try:
+                self._out.flush()
+            except OSError as err:  # stdout redirected to a full disk
+                raise self._failed(err) from None
             return
         try:
             if exc_type is None:
                 self._finish_file()
         except OSError as err:  # a full disk often shows only when the last buffer is flushed
-            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
+            raise self._failed(err) from None
         finally:
-            self._raw.close()
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            self._discard()
+
+    def _discard(self) -> None:
+        """Close the streams and remove the temporary file (gone already if it was renamed).
+
+        On a full disk closing fails again, flushing what is still buffered: that must neither
+        hide the first error nor keep the file, so close errors are ignored here.
+        """
+        for stream in (self._out, self._raw):  # gzip first: closing it writes into _raw
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp)
 
     def _finish_file(self) -> None:
         if self._out is not self._raw:
@@ -285,6 +334,8 @@ def write_atomic(path: str, data: bytes) -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
