@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .distributed import World, device_of, join_world
-from .errors import InputError, RestError, UsageError
+from .errors import InputError, RestError, Terminated, UsageError
 from .models import modeldir
 from .models.tokenizer import PAD_ID, Tokenizer, train_tokenizer
 from .models.transformer import PRESETS, ModelConfig, Seq2SeqTransformer, config_from_preset
@@ -256,12 +256,15 @@ def _save_atomically(obj: Any, path: Path) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _deferred_interrupts(request_stop: Callable[[], None]) -> Iterator[None]:
+def _deferred_interrupts(request_stop: Callable[[int], None]) -> Iterator[None]:
     """Turn a first SIGINT or SIGTERM into a stop request honoured between steps.
 
     An interrupt inside optimizer.step() would leave half-updated weights to checkpoint;
@@ -274,7 +277,7 @@ def _deferred_interrupts(request_stop: Callable[[], None]) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in sigs}
 
     def first(signum, frame):
-        request_stop()
+        request_stop(signum)
         for sig in sigs:
             signal.signal(sig, signal.default_int_handler)
 
@@ -305,6 +308,7 @@ class _Trainer:
         # A stop asked for by a signal, and the one all ranks agreed on at the last step: in a
         # distributed run every rank must stop at the same step, or the others wait forever.
         self.stop_requested = self.stop_agreed = False
+        self.stop_signal: int | None = None  # SIGTERM exits as "terminated", SIGINT as "interrupted"
         self._batches: tuple[int, list[np.ndarray]] | None = None
         self.total = options.steps or sum(len(self.epoch_batches(e)) for e in range(options.epochs))
         if options.warmup is None:
@@ -336,11 +340,11 @@ class _Trainer:
                     self.save_checkpoint()
                     self.say(f"stopped at step {self.state.step}; run the same command again to resume "
                              f"from {self.work}")
-                    raise KeyboardInterrupt
+                    raise Terminated if self.stop_signal == signal.SIGTERM else KeyboardInterrupt
             self.save_checkpoint()  # so that a run interrupted while saving its output resumes straight to saving
 
-    def _request_stop(self) -> None:
-        self.stop_requested = True
+    def _request_stop(self, signum: int | None = None) -> None:
+        self.stop_requested, self.stop_signal = True, signum
 
     def _should_stop(self) -> bool:
         return self.stop_agreed if self.world.distributed else self.stop_requested
@@ -488,7 +492,12 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     # Rank 0 creates the work directory and tokenizer; the other ranks then find them in place.
     resuming = _main_first(world, lambda: _open_work_dir(work, fingerprint))
     tokenizer_file = _main_first(world, lambda: _tokenizer_file(work, init_dir, pairs["train"], options))
-    data = {name: _tokenize(pairs[name], tokenizer_file, options, stats[name], say) for name in pairs}
+    try:
+        data = {name: _tokenize(pairs[name], tokenizer_file, options, stats[name], say) for name in pairs}
+    except InputError:
+        if not resuming and world.is_main:  # a fresh run over bad data leaves nothing to resume
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     model = _build_model(init_dir, Tokenizer(tokenizer_file).vocab_size, options)
     if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
         torch.manual_seed(derived_seed(options.seed, "rank", world.rank))

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
+from ..errors import InputError
 from ..evaluate import EvalPlan, compare as compare_results, evaluate_model
 from ..records import RecordReader
 from ..rewards import make_reward
@@ -38,12 +39,16 @@ def evaluate(
     plan = EvalPlan(decode=DecodeOptions(n=1, beam=beam, max_length=max_length), sample_n=sample,
                     temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type)
-    reader = RecordReader(input, required=["src"], optional=["id", "ref"], skip_invalid=skip_invalid,
-                          needed_by="rest eval")
-    sources = list(with_ids(reader))
-    report_skipped("eval", reader)
     with ExitStack() as stack:
         rewards = [stack.enter_context(make_reward(spec)) for spec in reward or []]
+        # The outputs become `hyp`; whatever else a reward reads (`ref`, say) must be in every record.
+        needs = list(dict.fromkeys(["src", *(f for r in rewards for f in r.needs if f != "hyp")]))
+        reader = RecordReader(input, required=needs, optional=["id", "ref"], skip_invalid=skip_invalid,
+                              needed_by="rest eval" + (f" with {', '.join(reward)}" if reward else ""))
+        sources = list(with_ids(reader))
+        report_skipped("eval", reader)
+        if not sources:
+            raise InputError(reader.name, None, "no record to evaluate on")
         results = [evaluate_model(m, sources, rewards, plan, engine) for m in [model, *(compare or [])]]
     report = {"data": reader.name, "results": results, "comparisons": compare_results(results, hack_threshold)}
     _print_table(report)

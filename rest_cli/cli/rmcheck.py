@@ -29,7 +29,7 @@ def rmcheck(
     """
     from itertools import islice
 
-    from ..errors import UsageError
+    from ..errors import InputError, UsageError
     from ..records import RecordReader
     from ..rewards import make_reward
     from ..rmcheck import PERTURBATIONS, check_reward
@@ -40,6 +40,8 @@ def rmcheck(
     reader = RecordReader(data, required=["src", "ref"], skip_invalid=skip_invalid, needed_by="rest rmcheck")
     pairs = list(islice(reader, limit or None))
     report_skipped("rmcheck", reader)
+    if not pairs:
+        raise InputError(reader.name, None, "no record (with src and ref) to check the reward on")
     with make_reward(reward) as scorer:
         results = [r.as_dict(threshold) for r in check_reward(scorer, pairs, perturbation, seed)]
         signature = scorer.signature()

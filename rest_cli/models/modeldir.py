@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import EXIT_BAD_INPUT, RestError
+from ..errors import EXIT_BAD_INPUT, OutputError, RestError
 
 FORMAT = "rest-model"
 FORMAT_VERSION = 1
@@ -129,8 +129,10 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os
         export_ctranslate2(model, model.config, Tokenizer(tmp / TOKENIZER).vocab_tokens(), tmp / CT2)
         (tmp / TRAINING).write_text(json.dumps(training, indent=2) + "\n")
         _replace_dir(tmp, directory)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, say: name the directory, not the temporary one
+            raise OutputError(f"cannot write {directory}: {err.strerror or err}") from None
         raise
     return directory
 
