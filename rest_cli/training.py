@@ -302,8 +302,10 @@ class _Trainer:
         self.world, self.trained = world, world.wrap(self.model, device)
         self.work, self.fingerprint, self.device, self.bf16 = work, fingerprint, device, bf16
         self.on_progress, self.say = on_progress, on_message
+        # The fused kernel updates all tensors in one pass: about 3x faster than the default on
+        # CPU for a 36M-parameter model (benchmarks/bench_finetune.py), the same numbers up to rounding.
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.9, 0.98),
-                                           weight_decay=options.weight_decay)
+                                           weight_decay=options.weight_decay, fused=True)
         self.state, self.best_weights = _State(), None
         # A stop asked for by a signal, and the one all ranks agreed on at the last step: in a
         # distributed run every rank must stop at the same step, or the others wait forever.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from rest_cli.errors import InputError, UsageError
+from rest_cli.errors import InputError, RestError, UsageError
 from rest_cli.models.modeldir import load_model, training_info
 from rest_cli.models.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from rest_cli.train_data import DataStats, Pair, collate, load_pairs, make_batches, tokenize_pairs
@@ -134,6 +134,19 @@ def test_resuming_with_other_options_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"m\.partial holds an interrupted run .* delete it"):
         finetune(str(train), tmp_path / "m", tiny(steps=10, lr=1e-3))
     assert not (tmp_path / "m").exists()
+
+
+def test_a_damaged_checkpoint_is_one_clear_error(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(100))
+
+    def stop(progress):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        finetune(str(train), tmp_path / "m", tiny(steps=10), on_progress=stop)
+    checkpoint = partial_dir(tmp_path / "m") / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # cut short, as by a crash mid-copy
+    with pytest.raises(RestError, match=r"checkpoint\.pt: cannot load .* delete .*m\.partial to start afresh"):
+        finetune(str(train), tmp_path / "m", tiny(steps=10))
 
 
 def test_best_validation_checkpoint_is_the_output_and_patience_stops(tmp_path):
