@@ -130,6 +130,11 @@ class Sampler:
             str(model_path), device=self.device, device_index=list(engine.device_indices),
             compute_type=self.compute_type, intra_threads=engine.threads, inter_threads=engine.inter_threads)
 
+    @property
+    def parallel_workers(self) -> int:
+        """Translator replicas decoding batches at the same time."""
+        return self.engine.inter_threads * (len(self.engine.device_indices) if self.device == "cuda" else 1)
+
     def _tokenized(self, records: Iterable[Record], pending: deque, options: DecodeOptions,
                    stats: SampleStats) -> Iterator[list[str]]:
         """Source pieces for CTranslate2; each record waits in `pending` until its result is back."""

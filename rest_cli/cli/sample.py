@@ -71,6 +71,9 @@ def sample(
     sampler = Sampler(model, engine)
     log("sample", f"{model}: {decode.describe()} on {sampler.device} ({sampler.compute_type})"
         + (f", shard {part}" if part else ""))
+    if sampler.parallel_workers > 1 and decode.beam is None:
+        log("sample", f"{sampler.parallel_workers} workers: which batch each one draws depends on timing, so "
+                      "the samples are not reproducible from --seed (shards are: --shard K/N)")
     stats = SampleStats()
     candidates = progress(sampler.sample(sources, decode, stats, include_ref), "sampling")
     if resumable is None:

@@ -59,3 +59,13 @@ def test_bad_input_and_options(random_model_dir, args, stdin, code, message):
     assert result.returncode == code, lines
     assert any(line.startswith(f"rest {args[0]}: error: {message}") for line in lines), lines
     assert not any("Traceback" in line for line in lines)
+
+
+def test_parallel_workers_warn_that_samples_are_not_reproducible(random_model_dir, sources):
+    result = rest("sample", "-m", str(random_model_dir), "--max-length", "6", "--threads", "1", "--inter-threads", "2",
+                  str(sources))
+    assert result.returncode == 0, result.stderr
+    assert "2 workers: which batch each one draws depends on timing" in result.stderr.decode()
+    beam = rest("sample", "-m", str(random_model_dir), "--max-length", "6", "-n", "2", "--beam", "2",
+                "--inter-threads", "2", str(sources))
+    assert beam.returncode == 0 and "workers" not in beam.stderr.decode()  # beam search is deterministic
