@@ -61,17 +61,16 @@ from pathlib import Path
 
 import orjson
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_finetune import LR, MULTI30K, SEED, build_parent, check_padding, load_texts, make_plan, pad  # noqa: E402
-from bench_finetune import tokenized, write_jsonl  # noqa: E402
+from bench_finetune import LR, MULTI30K, SEED, build_parent, check_padding, load_texts, make_plan  # noqa: E402
+from bench_finetune import BareLoop, synchronizer, tokenized, write_jsonl  # noqa: E402
 from bench_sample import build_model, load_sources  # noqa: E402
 
 from rest_cli.models import modeldir  # noqa: E402
-from rest_cli.models.tokenizer import PAD_ID, Tokenizer, train_tokenizer  # noqa: E402
+from rest_cli.models.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 from rest_cli.sampling import DecodeOptions  # noqa: E402
-from rest_cli.training import FinetuneOptions, finetune, lr_factor, validation_loss  # noqa: E402
+from rest_cli.training import FinetuneOptions, finetune, validation_loss  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N, TEMPERATURE, MAX_LENGTH = 8, 0.8, 64
@@ -88,12 +87,6 @@ COMPUTE_TYPES = {"cuda": "float16,int8_float16,float32", "cpu": "int8,float32"}
 
 
 # --- Timing, budget and the results file ---------------------------------------------------
-
-def synchronizer(device: str):
-    """A function that waits for the device's queued work: torch.cuda.synchronize on CUDA (it covers
-    CTranslate2's kernels too: one process, one device context), nothing on the CPU."""
-    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
 
 class Budget:
     """Seconds since the start, and what is left of `seconds` (or of a share of them)."""
@@ -185,67 +178,10 @@ def measure_matmul(device: str, sizes: tuple[int, ...]) -> dict:
 
 # --- 2. Finetune ---------------------------------------------------------------------------
 
-class DeviceBareLoop:
-    """The bare loop on a device: pre-padded tensors there, forward, cross-entropy, backward, clip, fused AdamW.
-
-    It keeps its own CPU and CUDA RNG states, so stepping it between rest's steps changes neither
-    side's dropout masks.
-    """
-
-    def __init__(self, parent: Path, data, plan, device: str, bf16: bool):
-        self.device, self.bf16, self.sync = torch.device(device), bf16, synchronizer(device)
-        self.tensors = [tuple(t.to(self.device) for t in pad(data, b)) for b in plan.batches]
-        self.trained = [int(labels.ne(PAD_ID).sum()) for _, _, labels in self.tensors]
-        torch.manual_seed(SEED)  # as finetune() does before building the model
-        self.model = modeldir.load_model(parent).to(self.device).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.98), weight_decay=0.0,
-                                           fused=True)
-        self.rng = self._rng()
-        self.warmup_lr = min(1000, len(plan.batches) // 10)  # rest's default warm-up of the learning rate
-        self.times: list[float] = []
-        self.nll_sum, self.count = torch.zeros((), device=self.device), 0
-
-    def _rng(self):
-        return torch.get_rng_state(), torch.cuda.get_rng_state() if self.device.type == "cuda" else None
-
-    def _set_rng(self, state) -> None:
-        torch.set_rng_state(state[0])
-        if state[1] is not None:
-            torch.cuda.set_rng_state(state[1])
-
-    def step(self) -> None:
-        outer = self._rng()
-        self._set_rng(self.rng)
-        self.sync()
-        start = time.perf_counter()
-        self._step(len(self.times))
-        self.sync()
-        self.times.append(time.perf_counter() - start)
-        self.rng = self._rng()
-        self._set_rng(outer)
-
-    def _step(self, i: int) -> None:
-        src, tgt_in, labels = self.tensors[i]
-        for group in self.optimizer.param_groups:
-            group["lr"] = LR * lr_factor(i + 1, self.warmup_lr)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(src, tgt_in)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=PAD_ID)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.nll_sum, self.count = self.nll_sum + loss.detach() * self.trained[i], self.count + self.trained[i]
-
-    @property
-    def train_loss(self) -> float:
-        return float(self.nll_sum) / self.count
-
-
 class Clock:
     """rest's on_progress callback: times rest's step (synchronized), then steps the passengers, order alternating."""
 
-    def __init__(self, passengers: list[DeviceBareLoop], device: str):
+    def __init__(self, passengers: list[BareLoop], device: str):
         self.passengers, self.sync = passengers, synchronizer(device)
         self.times: list[float] = []
         self.last: float | None = None
@@ -280,9 +216,9 @@ def prepare_finetune(args, work: Path) -> TrainSetup:
 
 
 def finetune_run(setup: TrainSetup, plan, batch_tokens: int, bf16: bool, passengers_bf16: list[bool],
-                 out: Path) -> tuple[list[float], float, float, list[DeviceBareLoop]]:
+                 out: Path) -> tuple[list[float], float, float, list[BareLoop]]:
     """rest's finetune() with bare loops stepped between its steps: rest's step times, train and held-out loss."""
-    loops = [DeviceBareLoop(setup.parent, setup.data, plan, setup.device, b) for b in passengers_bf16]
+    loops = [BareLoop(setup.parent, setup.data, plan, None, b, setup.device) for b in passengers_bf16]
     clock, steps = Clock(loops, setup.device), len(plan.batches)
     options = FinetuneOptions(steps=steps, batch_tokens=batch_tokens, lr=LR, seed=SEED, threads=setup.threads or None,
                               device=setup.device, bf16=bf16, log_every=steps, checkpoint_every=10**9)

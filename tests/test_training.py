@@ -5,6 +5,7 @@ import os
 import random
 import shutil
 import signal
+from pathlib import Path
 
 import ctranslate2
 import numpy as np
@@ -124,25 +125,26 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert resumed["resumed"] == 1 and not partial_dir(output).exists()
 
 
-def test_resuming_with_other_options_is_refused(tmp_path):
+def _stopped_at_the_first_step(tmp_path) -> Path:
+    """Training data, and a run on it into tmp_path/m stopped after one step."""
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(100))
 
     def stop(progress):
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         finetune(str(train), tmp_path / "m", tiny(steps=10), on_progress=stop)
+    return train
+
+
+def test_resuming_with_other_options_is_refused(tmp_path):
+    train = _stopped_at_the_first_step(tmp_path)
     with pytest.raises(UsageError, match=r"m\.partial holds an interrupted run .* delete it"):
         finetune(str(train), tmp_path / "m", tiny(steps=10, lr=1e-3))
     assert not (tmp_path / "m").exists()
 
 
 def test_a_damaged_checkpoint_is_one_clear_error(tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(100))
-
-    def stop(progress):
-        raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        finetune(str(train), tmp_path / "m", tiny(steps=10), on_progress=stop)
+    train = _stopped_at_the_first_step(tmp_path)
     checkpoint = partial_dir(tmp_path / "m") / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # cut short, as by a crash mid-copy
     with pytest.raises(RestError, match=r"checkpoint\.pt: cannot load .* delete .*m\.partial to start afresh"):
