@@ -8,7 +8,9 @@
    candidates (same id, k and hyp; logprobs differ in the last digits, as CTranslate2 computes
    each batch of other sources a little differently), and reports the time of N shards run one after another over one job (the
    cost of every shard reading the whole input and loading the model).
-2. DDP: `rest finetune` on the `demo` preset for --steps steps, one process with 2 threads
+2. Side by side: one `rest sample` process (2 threads) against 2 shards running at once with 1
+   thread each, on the same sources: the reproducible way to use two single-threaded workers.
+3. DDP: `rest finetune` on the `demo` preset for --steps steps, one process with 2 threads
    against `torchrun --nproc-per-node 2` with 1 thread each, on the same global batches.
    Reports tokens/s of each (tokens_seen / wall_time_s from training.json) and the ratio, and
    the largest difference between their logged training losses.
@@ -76,6 +78,28 @@ def _candidates(path: Path) -> dict[tuple, tuple[str, float]]:
     return {(r["id"], r["k"]): (r["hyp"], r["logprob"]) for r in records}
 
 
+def bench_side_by_side(work: Path, sources: int, repeats: int) -> None:
+    """One sampling process (2 threads) against 2 shards at once (1 thread each), same sources."""
+    texts = load_sources(sources)
+    model = build_model(work / "policy-side", texts, "base")
+    inputs = work / "side.jsonl"
+    inputs.write_bytes(b"".join(orjson.dumps({"src": t}) + b"\n" for t in texts))
+    decode = [*REST, "sample", "-m", str(model), "-n", "8", "--max-length", "64", str(inputs)]
+    one_s, two_s = [], []
+    for _ in range(repeats):
+        one_s.append(run([*decode, "-o", str(work / "one.jsonl")]))
+        started = time.perf_counter()
+        jobs = [subprocess.Popen([*decode, "--threads", "1", "--shard", f"{k}/2", "-o", str(work / f"two-{k}.jsonl")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV) for k in (1, 2)]
+        if any(job.wait() for job in jobs):
+            sys.exit("a shard failed")
+        two_s.append(time.perf_counter() - started)
+    one, two = statistics.median(one_s), statistics.median(two_s)
+    print(f"\nSide by side: {sources} sources x 8 samples, up to 64 tokens, int8")
+    print(f"  one process, 2 threads {one:.2f} s; 2 shards at once, 1 thread each {two:.2f} s: "
+          f"speed-up {one / two:.2f}x (both reproducible from the seed)")
+
+
 def bench_ddp(work: Path, steps: int, repeats: int) -> None:
     data = work / "demo"
     run([*REST, "demo-data", str(data), "--train", "4000", "--valid", "50", "--test", "50"])
@@ -106,11 +130,13 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", choices=["shards", "ddp"])
+    parser.add_argument("--only", choices=["shards", "side-by-side", "ddp"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "shards"):
             bench_shards(Path(tmp), args.sources, args.shards, args.repeats)
+        if args.only in (None, "side-by-side"):
+            bench_side_by_side(Path(tmp), args.sources, args.repeats)
         if args.only in (None, "ddp"):
             bench_ddp(Path(tmp), args.steps, args.repeats)
 
