@@ -49,12 +49,13 @@ def run(argv: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - started
 
 
-def bench_shards(work: Path, sources: int, shards: int, repeats: int) -> None:
+def bench_shards(work: Path, sources: int, shards: int, repeats: int, compute_type: str = "int8") -> None:
     texts = load_sources(sources)
-    model = build_model(work / "policy", texts, "base")
+    model = build_model(work / f"policy-{compute_type}", texts, "base")
     inputs = work / "sources.jsonl"
     inputs.write_bytes(b"".join(orjson.dumps({"src": t}) + b"\n" for t in texts))
-    decode = ["-m", str(model), "--beam", "2", "-n", "2", "--max-length", "48", str(inputs)]
+    decode = ["-m", str(model), "--beam", "2", "-n", "2", "--max-length", "48", "--compute-type", compute_type,
+              str(inputs)]
     whole_s, sharded_s = [], []
     for _ in range(repeats):
         whole_s.append(run([*REST, "sample", *decode, "-o", str(work / "whole.jsonl")]))
@@ -64,11 +65,13 @@ def bench_shards(work: Path, sources: int, shards: int, repeats: int) -> None:
     joined = {}
     for k in range(1, shards + 1):
         joined.update(_candidates(work / f"shard-{k}.jsonl"))
-    same = sorted(joined) == sorted(whole) and all(joined[key][0] == whole[key][0] for key in whole)
-    drift = max(abs(joined[key][1] - whole[key][1]) for key in whole)
-    print(f"\nShards: {sources} sources, beam 2, 2 candidates each, {shards} shards")
-    print(f"  joined shards hold the unsharded candidates (id, k, hyp): {same} ({len(joined)} vs {len(whole)}); "
-          f"largest logprob difference {drift:.2g} (batches of other sources round differently)")
+    same_keys = sorted(joined) == sorted(whole)
+    differing = sum(joined[key][0] != whole[key][0] for key in whole) if same_keys else None
+    drift = max(abs(joined[key][1] - whole[key][1]) for key in whole) if same_keys else None
+    print(f"\nShards: {sources} sources, beam 2, 2 candidates each, {shards} shards, {compute_type}")
+    print(f"  joined shards hold the same (id, k) as the unsharded run: {same_keys} ({len(joined)} vs {len(whole)}); "
+          f"hyps that differ: {differing}; largest logprob difference {drift:.2g} "
+          f"(CTranslate2 computes a batch with the sources around it)")
     print(f"  one job {statistics.median(whole_s):.2f} s; {shards} shards one after another "
           f"{statistics.median(sharded_s):.2f} s: ratio {statistics.median(sharded_s) / statistics.median(whole_s):.2f}")
 
@@ -130,11 +133,13 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compute-types", default="int8,float32", help="for the shards comparison")
     parser.add_argument("--only", choices=["shards", "side-by-side", "ddp"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "shards"):
-            bench_shards(Path(tmp), args.sources, args.shards, args.repeats)
+            for compute_type in args.compute_types.split(","):
+                bench_shards(Path(tmp), args.sources, args.shards, args.repeats, compute_type)
         if args.only in (None, "side-by-side"):
             bench_side_by_side(Path(tmp), args.sources, args.repeats)
         if args.only in (None, "ddp"):

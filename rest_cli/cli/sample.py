@@ -69,21 +69,28 @@ def sample(
         sources = islice(sources, done, None)  # the rest draw from their own seed: no sample is drawn twice
         engine = replace(engine, seed=derived_seed(engine.seed, "resume", done))
     sampler = Sampler(model, engine)
+    _announce(sampler, model, decode, part)
+    stats = SampleStats()
+    _write(progress(sampler.sample(sources, decode, stats, include_ref), "sampling"), output, resumable)
+    report_skipped("sample", reader)
+    log("sample", stats.summary())
+
+
+def _announce(sampler, model: str, decode, part: Shard | None) -> None:
     log("sample", f"{model}: {decode.describe()} on {sampler.device} ({sampler.compute_type})"
         + (f", shard {part}" if part else ""))
     if sampler.parallel_workers > 1 and decode.beam is None:
         log("sample", f"{sampler.parallel_workers} workers: which batch each one draws depends on timing, so "
                       "the samples are not reproducible from --seed (shards are: --shard K/N)")
-    stats = SampleStats()
-    candidates = progress(sampler.sample(sources, decode, stats, include_ref), "sampling")
+
+
+def _write(candidates, output: str, resumable: ResumableOutput | None) -> None:
     if resumable is None:
         with RecordWriter(output) as writer:
             writer.write_all(candidates)
     else:
         resumable.write_groups(candidates)
         resumable.finish()
-    report_skipped("sample", reader)
-    log("sample", stats.summary())
 
 
 def _indices(text: str) -> tuple[int, ...]:
