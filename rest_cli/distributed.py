@@ -1,10 +1,12 @@
 """`rest finetune` under torchrun: data-parallel training with torch.distributed.
 
 torchrun starts one process per device and tells each its RANK, LOCAL_RANK and WORLD_SIZE.
-Every rank plans the same global batches (same data, same seed) and trains on its share of
-each batch's rows; DistributedDataParallel averages the gradients. Each rank's loss is
-normalised by the token count of the whole global batch, so the averaged gradient is the
-gradient of the single-process loss on that batch. Rank 0 alone writes files.
+Each rank keeps and tokenizes its own slice of the training pairs (pairs r, r + n, ...), and the
+ranks share only their records' lengths, so that every rank plans the same global batches as a
+single process would (same data, same seed). Each rank trains on the rows of each batch that it
+holds; DistributedDataParallel averages the gradients. Each rank's loss is normalised by the
+token count of the whole global batch, so the averaged gradient is the gradient of the
+single-process loss on that batch. Rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UsageError
+from .train_data import TokenizedPairs
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,39 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        """This rank's rows of a global batch: every size-th row, so ranks get equal shares of lengths."""
-        return indices[self.rank::self.size]
+    @property
+    def share(self) -> tuple[int, int]:
+        """Which pairs of the training file this rank keeps: every size-th, from its rank."""
+        return self.rank, self.size
+
+    def plan(self, data: TokenizedPairs, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Source and target lengths of all ranks' records in input order, and this rank's row of each (-1: another's).
+
+        A rank's record `origin` j is pair j * size + rank of the whole input, so sorting on
+        that puts the records in the order a single process reads them.
+        """
+        if not self.distributed:
+            return data.src_lengths, data.tgt_lengths, np.arange(len(data))
+        gathered = [self._gather(a, device) for a in
+                    (data.origin * self.size + self.rank, data.src_lengths, data.tgt_lengths)]
+        owner = np.concatenate([np.full(len(part), rank) for rank, part in enumerate(gathered[0])])
+        positions, src, tgt = (np.concatenate(parts) for parts in gathered)
+        order = np.argsort(positions, kind="stable")
+        local = np.full(len(positions), -1, dtype=np.int64)
+        mine = owner[order] == self.rank  # in input order, this rank's records come in its own order
+        local[mine] = np.arange(int(mine.sum()))
+        return src[order], tgt[order], local
+
+    def _gather(self, array: np.ndarray, device: torch.device) -> list[np.ndarray]:
+        """Every rank's int64 array (of any length), in rank order."""
+        sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.size)]
+        dist.all_gather(sizes, torch.tensor([len(array)], dtype=torch.int64, device=device))
+        longest = max(int(n) for n in sizes)
+        padded = torch.zeros(longest, dtype=torch.int64, device=device)
+        padded[:len(array)] = torch.from_numpy(np.asarray(array, dtype=np.int64)).to(device)
+        parts = [torch.zeros(longest, dtype=torch.int64, device=device) for _ in range(self.size)]
+        dist.all_gather(parts, padded)
+        return [part[:int(n)].cpu().numpy() for part, n in zip(parts, sizes)]
 
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sums over all ranks (float64, so token counts stay exact)."""

@@ -48,15 +48,17 @@ class DataStats:
     sha256: str = ""  # of the (src, target, weight) triples, so a resumed run can tell it has the same data
 
 
-def load_pairs(path: str, skip_invalid: bool = False) -> tuple[list[Pair], DataStats]:
+def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (0, 1)) -> tuple[list[Pair], DataStats]:
     """Read the training pairs of a JSONL file (or '-'), dropping weight-0 records.
 
     The target is `hyp` if present, else `ref`; a record with neither, or a negative weight,
-    is an InputError at its line (counted instead with `skip_invalid`).
+    is an InputError at its line (counted instead with `skip_invalid`). With `share=(k, n)`
+    only pairs k, k + n, k + 2n, ... are kept (a rank's slice under torchrun); every record is
+    still checked, counted and hashed.
     """
     reader = RecordReader(path, required=["src"], optional=["hyp", "ref", "weight"], skip_invalid=skip_invalid,
                           needed_by="finetune")
-    stats, pairs, digest = DataStats(reader.name), [], hashlib.sha256()
+    stats, pairs, digest, seen = DataStats(reader.name), [], hashlib.sha256(), 0
     for record in reader:
         pair = _pair(record, reader)
         if pair is None:
@@ -65,8 +67,10 @@ def load_pairs(path: str, skip_invalid: bool = False) -> tuple[list[Pair], DataS
         digest.update(orjson.dumps([pair.src, pair.tgt, pair.weight], option=orjson.OPT_APPEND_NEWLINE))
         if pair.weight == 0:
             stats.zero_weight += 1
-        else:
+            continue
+        if seen % share[1] == share[0]:
             pairs.append(pair)
+        seen += 1
     stats.skipped, stats.first_problem, stats.sha256 = reader.skipped, reader.first_problem, digest.hexdigest()
     return pairs, stats
 
@@ -93,6 +97,7 @@ class TokenizedPairs:
     tgt_start: np.ndarray
     weights: np.ndarray  # float32 [n]
     cut: np.ndarray  # bool [n]: target truncated, so its EOS is not trained
+    origin: np.ndarray  # int64 [n]: each record's position in the pairs it was made from (empty sources leave gaps)
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -108,23 +113,26 @@ class TokenizedPairs:
 
 def tokenize_pairs(pairs: list[Pair], tokenizer: Tokenizer, max_length: int, stats: DataStats) -> TokenizedPairs:
     """Encode pairs, truncating each side to `max_length` tokens and dropping empty sources (counted in stats)."""
-    parts = [_encode(pairs[start:start + _ENCODE_CHUNK], tokenizer, max_length, stats)
-             for start in range(0, len(pairs), _ENCODE_CHUNK)] or [_encode([], tokenizer, max_length, stats)]
-    src, src_lengths, tgt, tgt_lengths, weights, cut = (np.concatenate(column) for column in zip(*parts))
+    parts = [_encode(pairs[start:start + _ENCODE_CHUNK], start, tokenizer, max_length, stats)
+             for start in range(0, len(pairs), _ENCODE_CHUNK)] or [_encode([], 0, tokenizer, max_length, stats)]
+    src, src_lengths, tgt, tgt_lengths, weights, cut, origin = (np.concatenate(column) for column in zip(*parts))
     stats.used = len(weights)
-    return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut)
+    return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut, origin)
 
 
-def _encode(pairs: list[Pair], tokenizer: Tokenizer, max_length: int, stats: DataStats) -> tuple[np.ndarray, ...]:
+def _encode(pairs: list[Pair], start: int, tokenizer: Tokenizer, max_length: int,
+            stats: DataStats) -> tuple[np.ndarray, ...]:
     # One chunk at a time, flattened at once: token lists as Python ints would take 10x the memory.
-    kept = [(pair, src, tgt) for pair, src, tgt in zip(pairs, tokenizer.encode([p.src for p in pairs]),
-                                                      tokenizer.encode([p.tgt for p in pairs])) if src]
+    kept = [(i, pair, src, tgt) for i, pair, src, tgt in zip(range(start, start + len(pairs)), pairs,
+                                                            tokenizer.encode([p.src for p in pairs]),
+                                                            tokenizer.encode([p.tgt for p in pairs])) if src]
     stats.empty_src += len(pairs) - len(kept)
-    stats.truncated += sum(len(src) > max_length or len(tgt) > max_length for _, src, tgt in kept)
-    srcs, tgts = [src[:max_length] for _, src, _ in kept], [tgt[:max_length] for _, _, tgt in kept]
-    weights = np.array([pair.weight for pair, _, _ in kept], dtype=np.float32)
-    cut = np.array([len(tgt) > max_length for _, _, tgt in kept], dtype=bool)
-    return (*_flat(srcs), *_flat(tgts), weights, cut)
+    stats.truncated += sum(len(src) > max_length or len(tgt) > max_length for _, _, src, tgt in kept)
+    srcs, tgts = [src[:max_length] for _, _, src, _ in kept], [tgt[:max_length] for *_, tgt in kept]
+    weights = np.array([pair.weight for _, pair, _, _ in kept], dtype=np.float32)
+    cut = np.array([len(tgt) > max_length for *_, tgt in kept], dtype=bool)
+    origin = np.array([i for i, *_ in kept], dtype=np.int64)
+    return (*_flat(srcs), *_flat(tgts), weights, cut, origin)
 
 
 def _flat(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

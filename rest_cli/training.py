@@ -300,6 +300,9 @@ class _Trainer:
                  world: World = World()):
         self.model, self.train, self.valid, self.options = model.to(device).train(), train, valid, options
         self.world, self.trained = world, world.wrap(self.model, device)
+        # The lengths of every rank's records, in input order, plan the batches; `local_row` says
+        # which of a batch's records this rank holds (-1: another rank's).
+        self.plan_src, self.plan_tgt, self.local_row = world.plan(train, device)
         self.work, self.fingerprint, self.device, self.bf16 = work, fingerprint, device, bf16
         self.on_progress, self.say = on_progress, on_message
         # The fused kernel updates all tensors in one pass: the same numbers up to rounding, 3-7x
@@ -324,7 +327,7 @@ class _Trainer:
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         if self._batches is None or self._batches[0] != epoch:
             o = self.options
-            self._batches = epoch, make_batches(self.train.src_lengths, self.train.tgt_lengths, o.batch_tokens,
+            self._batches = epoch, make_batches(self.plan_src, self.plan_tgt, o.batch_tokens,
                                                 o.seed, epoch)
         return self._batches[1]
 
@@ -352,9 +355,10 @@ class _Trainer:
         return self.stop_agreed if self.world.distributed else self.stop_requested
 
     def _step(self, indices: np.ndarray) -> None:
-        rows = self.world.rows(indices)
-        # A rank with no row of a tiny batch still joins the gradient exchange, with a row it ignores.
-        batch = collate(self.train, rows if len(rows) else indices[:1], self.device)
+        rows = self.local_row[indices]
+        rows = rows[rows >= 0]
+        # A rank with no row of a batch still joins the gradient exchange, with a row it ignores.
+        batch = collate(self.train, rows if len(rows) else np.zeros(1, dtype=np.int64), self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.lr * lr_factor(self.state.step + 1, self.options.warmup)
         with _autocast(self.device, self.bf16):
@@ -488,14 +492,18 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     if options.steps and options.epochs:
         say("--steps and --epochs both given: --steps wins")
         options = replace(options, epochs=None)
-    pairs, stats = _read(train_path, valid_path, options, say)
+    pairs, stats = _read(train_path, valid_path, options, say, world, device)
     work = partial_dir(output_dir)
     fingerprint = _fingerprint(options, stats, init_dir)
     # Rank 0 creates the work directory and tokenizer; the other ranks then find them in place.
     resuming = _main_first(world, lambda: _open_work_dir(work, fingerprint))
-    tokenizer_file = _main_first(world, lambda: _tokenizer_file(work, init_dir, pairs["train"], options))
+    # From scratch, the tokenizer learns from every training text: under torchrun rank 0 reads them all.
+    vocabulary_pairs = (lambda: load_pairs(train_path, options.skip_invalid)[0]) if world.distributed \
+        else (lambda: pairs["train"])
+    tokenizer_file = _main_first(world, lambda: _tokenizer_file(work, init_dir, vocabulary_pairs, options))
     try:
-        data = {name: _tokenize(pairs[name], tokenizer_file, options, stats[name], say) for name in pairs}
+        data = {name: _tokenize(pairs[name], tokenizer_file, options, stats[name], say,
+                                world if name == "train" else World(), device) for name in pairs}
     except InputError:
         if not resuming and world.is_main:  # a fresh run over bad data leaves nothing to resume
             shutil.rmtree(work, ignore_errors=True)
@@ -524,28 +532,38 @@ def _main_first(world: World, make: Callable[[], Any]) -> Any:
     return result if world.is_main else make()
 
 
-def _read(train_path, valid_path, options, say) -> tuple[dict[str, list[Pair]], dict[str, DataStats]]:
+def _read(train_path, valid_path, options, say, world: World,
+          device: torch.device) -> tuple[dict[str, list[Pair]], dict[str, DataStats]]:
+    """Training pairs (a rank's slice under torchrun) and validation pairs (all of them, on every rank)."""
     paths = {"train": train_path, **({"valid": valid_path} if valid_path else {})}
     pairs, stats = {}, {}
     for name, path in paths.items():
-        pairs[name], stats[name] = load_pairs(path, options.skip_invalid)
+        part = world if name == "train" else World()
+        pairs[name], stats[name] = load_pairs(path, options.skip_invalid, part.share)
         if stats[name].skipped:
             say(f"skipped {stats[name].skipped} invalid record(s); first: {stats[name].first_problem}")
-        if not any(pair.src.strip() for pair in pairs[name]):  # checked here, before anything is written
+        usable = part.sum([sum(1 for pair in pairs[name] if pair.src.strip())], device)[0]
+        if not usable:  # checked here, before anything is written
             raise InputError(stats[name].path, None, f"no record to {'train' if name == 'train' else 'validate'} on"
                                                      " (records need a non-empty src and a weight above 0)")
     return pairs, stats
 
 
 def _tokenize(pairs: list[Pair], tokenizer_file: Path, options: FinetuneOptions, stats: DataStats,
-              say: Callable[[str], None]) -> TokenizedPairs:
+              say: Callable[[str], None], world: World, device: torch.device) -> TokenizedPairs:
     data = tokenize_pairs(pairs, Tokenizer(tokenizer_file), options.max_length, stats)
+    # Under torchrun each rank counted its own slice: the report and training.json give the totals.
+    stats.used, stats.truncated, stats.empty_src = (int(n) for n in world.sum(
+        [stats.used, stats.truncated, stats.empty_src], device))
     if stats.truncated:
         say(f"{stats.path}: truncated {stats.truncated} record(s) to --max-length {options.max_length} tokens")
     if stats.empty_src:
         say(f"{stats.path}: left out {stats.empty_src} record(s) with an empty source")
-    if not len(data):
+    if not stats.used:
         raise InputError(stats.path, None, "no record has a non-empty source")
+    if not len(data):  # some rank holds no record: it would have nothing to train on
+        raise UsageError(f"{stats.path}: {stats.used} usable record(s) for {world.size} processes; "
+                         f"run fewer processes")
     return data
 
 
@@ -599,14 +617,14 @@ def _cpu_multiplies_in_bf16() -> bool:
     return any(probe is not None and probe() for probe in probes)
 
 
-def _tokenizer_file(work: Path, init_dir, pairs: list[Pair], options: FinetuneOptions) -> Path:
+def _tokenizer_file(work: Path, init_dir, pairs: Callable[[], list[Pair]], options: FinetuneOptions) -> Path:
     """The parent's tokenizer, or one trained on the training texts (kept in WORK for a resumed run)."""
     if init_dir is not None:
         return Path(init_dir) / modeldir.TOKENIZER
     path = work / modeldir.TOKENIZER
     if not path.exists():
         # Each distinct text once: N samples of one source should not weigh N times in the vocabulary.
-        texts = [t for t in dict.fromkeys(text for p in pairs for text in (p.src, p.tgt)) if t]
+        texts = [t for t in dict.fromkeys(text for p in pairs() for text in (p.src, p.tgt)) if t]
         try:
             trained = train_tokenizer(texts, work / ".spm", options.vocab_size, seed=options.seed)
         except RuntimeError as err:
@@ -651,7 +669,7 @@ def _start(trainer: _Trainer, resuming: bool, say: Callable[[str], None]) -> Non
 
 def _training_record(trainer: _Trainer, stats: dict[str, DataStats], init_dir, device, bf16: bool) -> dict[str, Any]:
     """The contents of training.json."""
-    s, total_train = trainer.state, len(trainer.train)
+    s, total_train = trainer.state, len(trainer.plan_src)
     return {
         "rest_version": __version__, "objective": "nll", "torch_version": torch.__version__,
         "parent": str(init_dir) if init_dir is not None else None,

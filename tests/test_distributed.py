@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from rest_cli.distributed import World
+from rest_cli.train_data import load_pairs
 from tests.helpers import REPO, rest, write_jsonl
 
 WORDS = [("eins", "one"), ("zwei", "two"), ("drei", "three"), ("hund", "dog"), ("katze", "cat"), ("haus", "house")]
@@ -24,11 +25,16 @@ def _pairs(count, seed):
     return records
 
 
-def test_rows_of_a_global_batch_are_dealt_to_ranks():
-    batch = np.arange(7)
-    assert [World(r, 2).rows(batch).tolist() for r in (0, 1)] == [[0, 2, 4, 6], [1, 3, 5]]
-    assert World(2, 3).rows(np.arange(2)).tolist() == []  # such a rank trains on a row it ignores
-    assert World().rows(batch).tolist() == batch.tolist()
+def test_each_rank_keeps_its_own_slice_of_the_pairs_and_counts_them_all(tmp_path):
+    records = _pairs(11, 0)
+    records[4]["weight"] = 0  # dropped before slicing: slices deal out the pairs that are trained on
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    whole, whole_stats = load_pairs(str(path))
+    slices = [load_pairs(str(path), share=(rank, 3)) for rank in range(3)]
+    assert [len(pairs) for pairs, _ in slices] == [4, 3, 3]
+    assert [pair for i in range(4) for pairs, _ in slices if i < len(pairs) for pair in [pairs[i]]] == whole
+    assert all(stats == whole_stats for _, stats in slices)  # every rank checks, counts and hashes everything
+    assert World().share == (0, 1) and World(2, 3).share == (2, 3)
 
 
 @pytest.mark.parametrize("batch_tokens", ["400", "24"])  # 24: many one-row batches, so one rank has no row
