@@ -553,15 +553,15 @@ def _tokenize(pairs: list[Pair], tokenizer_file: Path, options: FinetuneOptions,
               say: Callable[[str], None], world: World, device: torch.device) -> TokenizedPairs:
     data = tokenize_pairs(pairs, Tokenizer(tokenizer_file), options.max_length, stats)
     # Under torchrun each rank counted its own slice: the report and training.json give the totals.
-    stats.used, stats.truncated, stats.empty_src = (int(n) for n in world.sum(
-        [stats.used, stats.truncated, stats.empty_src], device))
+    stats.used, stats.truncated, stats.empty_src, idle = (int(n) for n in world.sum(
+        [stats.used, stats.truncated, stats.empty_src, not len(data)], device))
     if stats.truncated:
         say(f"{stats.path}: truncated {stats.truncated} record(s) to --max-length {options.max_length} tokens")
     if stats.empty_src:
         say(f"{stats.path}: left out {stats.empty_src} record(s) with an empty source")
     if not stats.used:
         raise InputError(stats.path, None, "no record has a non-empty source")
-    if not len(data):  # some rank holds no record: it would have nothing to train on
+    if idle:  # some rank holds no record; all ranks know it, so all stop together
         raise UsageError(f"{stats.path}: {stats.used} usable record(s) for {world.size} processes; "
                          f"run fewer processes")
     return data

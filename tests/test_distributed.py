@@ -66,3 +66,14 @@ def test_two_process_ddp_matches_one_process(tmp_path, batch_tokens):
     # Rank 0 alone wrote, and reported: one closing line, no work directory left behind.
     assert ddp.stderr.decode().count("rest finetune: wrote") == 1
     assert sorted(os.listdir(tmp_path)) == ["ddp", "single", "train.jsonl", "valid.jsonl"]
+
+
+def test_more_processes_than_records_is_refused_by_every_rank(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"src": "eins", "ref": "one"}])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "rest_cli", "finetune", str(train), "--preset", "tiny", "--vocab-size", "20",
+                          "--steps", "2", "--output", str(tmp_path / "model")], capture_output=True, env=env, timeout=300)
+    assert ddp.returncode != 0
+    assert ddp.stderr.decode().count("1 usable record(s) for 2 processes; run fewer processes") == 2
+    assert not (tmp_path / "model").exists()
