@@ -503,7 +503,7 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     tokenizer_file = _main_first(world, lambda: _tokenizer_file(work, init_dir, vocabulary_pairs, options))
     try:
         data = {name: _tokenize(pairs[name], tokenizer_file, options, stats[name], say,
-                                world if name == "train" else World(), device) for name in pairs}
+                                _holders(name, world), device) for name in pairs}
     except InputError:
         if not resuming and world.is_main:  # a fresh run over bad data leaves nothing to resume
             shutil.rmtree(work, ignore_errors=True)
@@ -538,7 +538,7 @@ def _read(train_path, valid_path, options, say, world: World,
     paths = {"train": train_path, **({"valid": valid_path} if valid_path else {})}
     pairs, stats = {}, {}
     for name, path in paths.items():
-        part = world if name == "train" else World()
+        part = _holders(name, world)
         pairs[name], stats[name] = load_pairs(path, options.skip_invalid, part.share)
         if stats[name].skipped:
             say(f"skipped {stats[name].skipped} invalid record(s); first: {stats[name].first_problem}")
@@ -547,6 +547,11 @@ def _read(train_path, valid_path, options, say, world: World,
             raise InputError(stats[name].path, None, f"no record to {'train' if name == 'train' else 'validate'} on"
                                                      " (records need a non-empty src and a weight above 0)")
     return pairs, stats
+
+
+def _holders(name: str, world: World) -> World:
+    """The ranks that share a data set: training pairs are split over them, validation pairs are whole on each."""
+    return world if name == "train" else World()
 
 
 def _tokenize(pairs: list[Pair], tokenizer_file: Path, options: FinetuneOptions, stats: DataStats,
