@@ -36,7 +36,7 @@ class ResumableOutput:
     def open(self) -> int:
         """Prepare OUT.partial; return the number of source groups it already holds."""
         if self.meta.exists():
-            stored = orjson.loads(self.meta.read_bytes())
+            stored = self._stored_run()
             if stored != self.run:
                 changed = sorted(k for k in self.run.keys() | stored.keys() if self.run.get(k) != stored.get(k))
                 raise UsageError(f"{self.partial} is from a run with other {', '.join(changed)}; "
@@ -49,6 +49,14 @@ class ResumableOutput:
         except OSError as err:
             raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
         return 0
+
+    def _stored_run(self) -> dict[str, Any]:
+        try:
+            stored = orjson.loads(self.meta.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as err:
+            raise UsageError(f"{self.meta}: cannot read it ({err}); delete it and {self.partial.name} "
+                             f"to start afresh") from None
+        return stored if isinstance(stored, dict) else {}
 
     def _keep_complete_groups(self) -> int:
         """Cut OUT.partial after its last complete group (a killed run may have torn the last one)."""

@@ -79,3 +79,13 @@ def test_resume_with_other_options_is_refused(random_model_dir, tmp_path):
 def test_resume_needs_a_file(random_model_dir):
     result = rest("sample", "-m", str(random_model_dir), "--resume", input=_sources(1))
     assert result.returncode == 2 and "--resume needs -o FILE" in result.stderr.decode()
+
+
+def test_a_damaged_run_description_is_one_clear_error(random_model_dir, tmp_path):
+    out = tmp_path / "c.jsonl"
+    (tmp_path / "c.jsonl.partial").write_bytes(b"")
+    (tmp_path / "c.jsonl.partial.json").write_bytes(b'{"decode": ')  # cut short
+    result = rest(*_sample_args(random_model_dir, out), input=_sources(3))
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "c.jsonl.partial.json: cannot read it" in lines[0] and "delete it" in lines[0]
