@@ -39,8 +39,8 @@ def build_model(directory: Path, texts: list[str], preset: str) -> Path:
     import torch
 
     from rest_cli.models.modeldir import save_model_dir
-    from rest_cli.models.tokenizer import Tokenizer, train_tokenizer
-    from rest_cli.models.transformer import Seq2SeqTransformer, config_from_preset
+    from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
+    from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset
 
     spm = train_tokenizer(texts, directory / "spm", vocab_size=8000)
     torch.manual_seed(0)
@@ -52,7 +52,7 @@ def raw_ctranslate2(model_dir: Path, texts: list[str], args) -> tuple[float, int
     """Seconds, candidates and tokens for CTranslate2 alone (tokenized beforehand, untimed)."""
     import ctranslate2
 
-    from rest_cli.models.tokenizer import Tokenizer
+    from rest_cli.models.native.tokenizer import Tokenizer
     from rest_cli.sampling import DecodeOptions
 
     pieces = Tokenizer(model_dir / "spm.model").encode_pieces(texts)

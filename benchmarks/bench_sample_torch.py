@@ -41,7 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sample import MULTI30K, build_model, load_sources  # noqa: E402
 
-from rest_cli.models.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
+from rest_cli.models.native.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 
 NEG_INF = float("-inf")
 
@@ -360,7 +360,7 @@ def main() -> None:
         import ctranslate2
 
         from rest_cli.models.modeldir import load_model
-        from rest_cli.models.tokenizer import Tokenizer
+        from rest_cli.models.native.tokenizer import Tokenizer
 
         model_dir = build_model(Path(tmp), texts + training_texts(args.vocab_texts), args.preset)
         model = load_model(model_dir)

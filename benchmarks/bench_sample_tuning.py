@@ -126,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     import ctranslate2
 
-    from rest_cli.models.tokenizer import Tokenizer
+    from rest_cli.models.native.tokenizer import Tokenizer
     from rest_cli.sampling import DecodeOptions
 
     supported = ctranslate2.get_supported_compute_types("cpu")

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from .errors import UsageError
-from .records import Record
+from rest_cli.errors import UsageError
+from rest_cli.io.records import Record
 
 # Sources tokenized per SentencePiece call: batching the tokenizer keeps its cost in the noise.
 _TOKENIZE_CHUNK = 512
@@ -115,8 +115,8 @@ class Sampler:
     def __init__(self, model_dir: str, engine: EngineOptions = EngineOptions()):
         import ctranslate2
 
-        from .models.modeldir import ctranslate2_dir, tokenizer_path
-        from .models.tokenizer import Tokenizer
+        from rest_cli.models.modeldir import ctranslate2_dir, tokenizer_path
+        from rest_cli.models.native.tokenizer import Tokenizer
 
         self.engine = engine
         self.device, self.compute_type = resolve_engine(engine)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rest_cli.models.modeldir import save_model_dir
-from rest_cli.models.tokenizer import Tokenizer, train_tokenizer
-from rest_cli.models.transformer import Seq2SeqTransformer, config_from_preset
+from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
+from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset
 
 WORDS = "eins zwei drei vier fünf hund katze haus one two three four five dog cat house".split()
 CORPUS = [f"{a} {b} {c}" for a in WORDS for b in WORDS[:8] for c in WORDS[8:]]

@@ -1,6 +1,6 @@
 import pytest
 
-from rest_cli.bestofn import BestOfNStats, best_of_group, best_of_n
+from rest_cli.select.bestofn import BestOfNStats, best_of_group, best_of_n
 
 
 def test_best_of_group_keeps_the_best_with_mean_and_max():
@@ -22,7 +22,7 @@ def test_expected_best_matches_brute_force_over_subsets():
     import itertools
     import statistics
 
-    from rest_cli.bestofn import expected_best
+    from rest_cli.select.bestofn import expected_best
     rewards = [0.1, 0.5, 0.3, 0.9, 0.3]
     for n in range(1, 6):
         brute = statistics.mean(max(c) for c in itertools.combinations(rewards, n))
@@ -30,7 +30,7 @@ def test_expected_best_matches_brute_force_over_subsets():
 
 
 def test_curve_leaves_references_out_and_needs_enough_samples():
-    from rest_cli.bestofn import best_of_n_curve
+    from rest_cli.select.bestofn import best_of_n_curve
     from rest_cli.errors import RestError
     group = [{"id": 1, "reward": r, "origin": "sample"} for r in (0.0, 1.0)] + [{"id": 1, "reward": 1.0, "origin": "ref"}]
     assert best_of_n_curve([group], [1, 2]) == {"n": [1, 2], "mean_best_reward": [0.5, 1.0], "sources": 1}

@@ -3,7 +3,7 @@ import statistics
 import orjson
 import pytest
 
-from rest_cli.demo import NOISE_KINDS, SYSTEMATIC_TEMPLATE, DemoSpec, _swap_tens_and_units, demo_splits, spell
+from rest_cli.demo.translation import NOISE_KINDS, SYSTEMATIC_TEMPLATE, DemoSpec, _swap_tens_and_units, demo_splits, spell
 from rest_cli.rewards.numbers import NumberMatch, spelled_digits
 from tests.helpers import read_jsonl, rest
 

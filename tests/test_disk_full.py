@@ -22,10 +22,10 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from rest_cli import records
+from rest_cli.io import records
 from rest_cli.cli.main import app
 from rest_cli.errors import OutputError
-from rest_cli.models import export
+from rest_cli.models.native import convert as export
 from rest_cli.models.modeldir import load_model, save_model_dir, training_info
 from tests.helpers import REPO, read_jsonl, write_jsonl
 

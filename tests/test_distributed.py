@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from rest_cli.distributed import World
-from rest_cli.train_data import load_pairs
+from rest_cli.train.distributed import World
+from rest_cli.train.data import load_pairs
 from tests.helpers import REPO, rest, write_jsonl
 
 WORDS = [("eins", "one"), ("zwei", "two"), ("drei", "three"), ("hund", "dog"), ("katze", "cat"), ("haus", "house")]

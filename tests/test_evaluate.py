@@ -1,6 +1,6 @@
 import pytest
 
-from rest_cli.evaluate import compare, distinct_n, reference_metrics
+from rest_cli.eval.evaluate import compare, distinct_n, reference_metrics
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.loop import best_model, still_rising, tau_schedule, threshold
-from rest_cli.report import collect, markdown, plot
+from rest_cli.loop.decisions import best_model, still_rising, tau_schedule, threshold
+from rest_cli.loop.report import collect, markdown, plot
 from tests.helpers import write_jsonl
 
 

@@ -3,7 +3,7 @@ import gzip
 import pytest
 
 from rest_cli.errors import InputError
-from rest_cli.records import RecordReader, RecordWriter, check_record, iter_groups
+from rest_cli.io.records import RecordReader, RecordWriter, check_record, iter_groups
 from tests.helpers import read_jsonl, write_jsonl
 
 

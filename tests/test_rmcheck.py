@@ -1,5 +1,5 @@
 from rest_cli.rewards import Reward, get_reward
-from rest_cli.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs
+from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 PAIRS = [{"src": f"Ich sehe {de} Hunde im Park.", "ref": f"I see {en} dogs in the park."}

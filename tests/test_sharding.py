@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rest_cli.errors import InputError, UsageError
-from rest_cli.records import RecordReader
-from rest_cli.sharding import Shard, derived_seed, shard_groups, shard_records
+from rest_cli.io.records import RecordReader
+from rest_cli.io.shards import Shard, derived_seed, shard_groups, shard_records
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 

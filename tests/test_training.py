@@ -14,9 +14,9 @@ import torch
 
 from rest_cli.errors import InputError, RestError, UsageError
 from rest_cli.models.modeldir import load_model, training_info
-from rest_cli.models.tokenizer import EOS_ID, PAD_ID, Tokenizer
-from rest_cli.train_data import DataStats, Pair, collate, load_pairs, make_batches, tokenize_pairs
-from rest_cli.training import FinetuneOptions, batch_loss, finetune, lr_factor, partial_dir
+from rest_cli.models.native.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from rest_cli.train.data import DataStats, Pair, collate, load_pairs, make_batches, tokenize_pairs
+from rest_cli.train.trainer import FinetuneOptions, batch_loss, finetune, lr_factor, partial_dir
 from tests.helpers import write_jsonl
 
 WORDS = "ab cd ef gh ij kl mn op qr st uv wx".split()
@@ -175,12 +175,12 @@ def test_a_weight_zero_record_changes_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from rest_cli.models.tokenizer import train_tokenizer
+    from rest_cli.models.native.tokenizer import train_tokenizer
     return Tokenizer(train_tokenizer([p["src"] for p in copy_pairs(300)], tmp_path_factory.mktemp("spm") / "spm", 48))
 
 
 def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
-    from rest_cli.models.transformer import Seq2SeqTransformer, config_from_preset
+    from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset
     torch.manual_seed(0)
     model = Seq2SeqTransformer(config_from_preset("tiny", tokenizer.vocab_size, dropout=0.0)).eval()
     a, b = Pair("ab cd ef", "ab cd ef"), Pair("gh", "gh")

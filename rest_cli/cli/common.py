@@ -12,8 +12,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, RestError, Terminated
-from ..records import RecordReader
+from rest_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, RestError, Terminated
+from rest_cli.io.records import RecordReader
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import handles_errors, log
+from rest_cli.cli.common import handles_errors, log
 
 
 @handles_errors("demo-data")
@@ -23,8 +23,8 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
 ) -> None:
     """Write the demo's splits: German number expressions with (noisy) English references."""
-    from ..demo import DemoSpec, demo_splits
-    from ..records import RecordWriter
+    from rest_cli.demo.translation import DemoSpec, demo_splits
+    from rest_cli.io.records import RecordWriter
 
     splits = demo_splits(DemoSpec(train=train, valid=valid, test=test, noise=noise, systematic=systematic, seed=seed))
     directory.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from ..errors import InputError
-from ..evaluate import EvalPlan, compare as compare_results, evaluate_model
-from ..records import RecordReader
-from ..rewards import make_reward
-from ..sampling import DecodeOptions, EngineOptions, with_ids
-from .common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.errors import InputError
+from rest_cli.eval.evaluate import EvalPlan, compare as compare_results, evaluate_model
+from rest_cli.io.records import RecordReader
+from rest_cli.rewards import make_reward
+from rest_cli.sampling import DecodeOptions, EngineOptions, with_ids
+from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
 
 
 @handles_errors("eval")

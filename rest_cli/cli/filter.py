@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..filters import FilterSpec, FilterStats, filter_records
-from ..records import RecordReader, RecordWriter
-from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+from rest_cli.select.filters import FilterSpec, FilterStats, filter_records
+from rest_cli.io.records import RecordReader, RecordWriter
+from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
 
 
 @handles_errors("filter")

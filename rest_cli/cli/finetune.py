@@ -1,6 +1,6 @@
 """`rest finetune`: train a policy on (src, hyp or ref) records by NLL, the Improve step of ReST.
 
-The defaults below mirror rest_cli.training.FinetuneOptions (a test keeps them equal): they
+The defaults below mirror rest_cli.train.trainer.FinetuneOptions (a test keeps them equal): they
 are repeated because importing the library would import torch, and `rest --help` must not.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import InputArg, SkipInvalidOpt, handles_errors, log
+from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, log
 
 _MODEL = "Model (from scratch)"
 _OPTIM = "Optimisation"
@@ -92,8 +92,8 @@ def finetune(
     with --init the previous policy is trained further. Writes a model directory with its
     CTranslate2 export and training.json. Interrupted runs resume when run again.
     """
-    from ..distributed import is_main_process
-    from ..training import FinetuneOptions, finetune as train
+    from rest_cli.train.distributed import is_main_process
+    from rest_cli.train.trainer import FinetuneOptions, finetune as train
 
     options = FinetuneOptions(
         preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import handles_errors, log
+from rest_cli.cli.common import handles_errors, log
 
 app = typer.Typer(help="Helpers for the ReST loop in rest.mk: thresholds, early stopping, policy choice, report.",
                   no_args_is_help=True)
@@ -24,8 +24,8 @@ def threshold(
     candidates: Annotated[Optional[str], typer.Option(help="Scored candidates (tau: to skip values below their mean).")] = None,
 ) -> None:
     """Print the filter value for an Improve step."""
-    from ..errors import UsageError
-    from ..loop import threshold as pick
+    from rest_cli.errors import UsageError
+    from rest_cli.loop.decisions import threshold as pick
 
     try:
         values = [float(v) for v in schedule.split()]
@@ -38,7 +38,7 @@ def threshold(
 @handles_errors("loop rising")
 def rising(reports: Reports, reward: RewardOpt) -> None:
     """Exit 0 if the last report's validation reward beats all earlier ones, else 1."""
-    from ..loop import still_rising
+    from rest_cli.loop.decisions import still_rising
 
     if not still_rising(reports, reward):
         log("loop rising", f"validation {reward} stopped rising at {reports[-1]}")
@@ -49,7 +49,7 @@ def rising(reports: Reports, reward: RewardOpt) -> None:
 @handles_errors("loop best")
 def best(reports: Reports, reward: RewardOpt) -> None:
     """Print the model of the report with the best validation reward (the Grow step's policy)."""
-    from ..loop import best_model
+    from rest_cli.loop.decisions import best_model
 
     print(best_model(reports, reward))
 
@@ -61,8 +61,8 @@ def report(run: Annotated[Path, typer.Argument(help="The run folder.")], reward:
     """Write RUN/results.md, results.json and results.png from a finished loop."""
     import json
 
-    from ..records import write_atomic
-    from ..report import collect, markdown, plot as draw
+    from rest_cli.io.records import write_atomic
+    from rest_cli.loop.report import collect, markdown, plot as draw
 
     results = collect(run, reward)
     write_atomic(str(run / "results.json"), (json.dumps(results, indent=2) + "\n").encode())

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .. import __version__
-from . import bestofn, demo, eval, filter, finetune, loop, rmcheck, sample, score
+from rest_cli import __version__
+from rest_cli.cli import bestofn, demo, eval, filter, finetune, loop, rmcheck, sample, score
 
 app = typer.Typer(
     name="rest",

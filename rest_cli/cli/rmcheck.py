@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from .common import SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.common import SkipInvalidOpt, handles_errors, report_skipped
 
 
 @handles_errors("rmcheck")
@@ -29,10 +29,10 @@ def rmcheck(
     """
     from itertools import islice
 
-    from ..errors import InputError, UsageError
-    from ..records import RecordReader
-    from ..rewards import make_reward
-    from ..rmcheck import PERTURBATIONS, check_reward
+    from rest_cli.errors import InputError, UsageError
+    from rest_cli.io.records import RecordReader
+    from rest_cli.rewards import make_reward
+    from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward
 
     unknown = set(perturbation or []) - set(PERTURBATIONS)
     if unknown:

@@ -6,11 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..records import RecordReader, RecordWriter
-from ..rewards import build_reward, reward_names, score_records
-from ..rewards.external import DEFAULT_RESTARTS
-from ..sharding import Shard, shard_groups
-from .common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
+from rest_cli.io.records import RecordReader, RecordWriter
+from rest_cli.rewards import build_reward, reward_names, score_records
+from rest_cli.rewards.external import DEFAULT_RESTARTS
+from rest_cli.io.shards import Shard, shard_groups
+from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
 
 
 @handles_errors("score")

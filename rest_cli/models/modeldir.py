@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import EXIT_BAD_INPUT, OutputError, RestError
+from rest_cli import __version__
+from rest_cli.errors import EXIT_BAD_INPUT, OutputError, RestError
 
 FORMAT = "rest-model"
 FORMAT_VERSION = 1
@@ -59,7 +59,7 @@ def check_model_dir(directory: str | os.PathLike, need_weights: bool = True) -> 
 
 def model_config(directory: str | os.PathLike):
     """The ModelConfig stored in DIR/config.json."""
-    from .transformer import ModelConfig
+    from rest_cli.models.native.transformer import ModelConfig
 
     return ModelConfig.from_dict(read_json(Path(directory) / CONFIG)["model"])
 
@@ -82,7 +82,7 @@ def load_model(directory: str | os.PathLike, device: str = "cpu"):
     """Rebuild the PyTorch model of DIR with its weights, on `device`, in eval mode."""
     from safetensors.torch import load_model as load_weights
 
-    from .transformer import Seq2SeqTransformer
+    from rest_cli.models.native.transformer import Seq2SeqTransformer
 
     directory = check_model_dir(directory)
     config = model_config(directory)
@@ -99,7 +99,7 @@ def load_model(directory: str | os.PathLike, device: str = "cpu"):
 
 
 def _tokenizer_size(directory: Path) -> int:
-    from .tokenizer import Tokenizer
+    from rest_cli.models.native.tokenizer import Tokenizer
 
     try:
         return Tokenizer(directory / TOKENIZER).vocab_size
@@ -112,8 +112,8 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os
     """Write model, tokenizer, CTranslate2 export and training metadata to DIR, atomically."""
     from safetensors.torch import save_model as save_weights
 
-    from .export import export_ctranslate2
-    from .tokenizer import Tokenizer
+    from rest_cli.models.native.convert import export_ctranslate2
+    from rest_cli.models.native.tokenizer import Tokenizer
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)

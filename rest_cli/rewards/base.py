@@ -8,8 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
-from ..errors import RestError, UsageError
-from ..records import Record
+from rest_cli.errors import RestError, UsageError
+from rest_cli.io.records import Record
 
 
 class Reward(ABC):
@@ -80,8 +80,8 @@ def make_reward(spec: str, timeout: float = 300.0, restarts: int | None = None) 
     `timeout` is the default seconds an external command may take to answer one batch, `restarts`
     how many times it is restarted on one batch after dying or hanging (None: DEFAULT_RESTARTS).
     """
-    from .compose import build_spec  # compose imports this module: a late import breaks the cycle
-    from .external import DEFAULT_RESTARTS
+    from rest_cli.rewards.compose import build_spec  # compose imports this module: a late import breaks the cycle
+    from rest_cli.rewards.external import DEFAULT_RESTARTS
     return build_spec(spec, timeout=timeout, restarts=DEFAULT_RESTARTS if restarts is None else restarts)
 
 

@@ -17,11 +17,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
-from ..records import Record
-from .base import Reward, _checked, get_reward, register, reward_names
-from .external import DEFAULT_RESTARTS, ExternalCommand
-from .user import PythonFunction, Scaled, calibrate, exact_number, parse_range
+from rest_cli.errors import UsageError
+from rest_cli.io.records import Record
+from rest_cli.rewards.base import Reward, _checked, get_reward, register, reward_names
+from rest_cli.rewards.external import DEFAULT_RESTARTS, ExternalCommand
+from rest_cli.rewards.user import PythonFunction, Scaled, calibrate, exact_number, parse_range
 
 USE_GUARDED = "product(use, copy-guard, repeat-guard, length-guard)"
 

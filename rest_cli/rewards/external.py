@@ -28,10 +28,10 @@ from collections.abc import Callable
 
 import orjson
 
-from .. import __version__
-from ..errors import RestError, UsageError
-from ..records import Record
-from .user import UserReward, as_numbers, in_unit_range
+from rest_cli import __version__
+from rest_cli.errors import RestError, UsageError
+from rest_cli.io.records import Record
+from rest_cli.rewards.user import UserReward, as_numbers, in_unit_range
 
 PROTOCOL = "jsonl-batch-v1"
 STDERR_LINES = 20  # kept for error messages; the last 3 are shown

@@ -13,10 +13,10 @@ import math
 import re
 from collections import Counter
 
-from .. import __version__
-from ..errors import UsageError
-from ..records import Record
-from .base import Reward, register
+from rest_cli import __version__
+from rest_cli.errors import UsageError
+from rest_cli.io.records import Record
+from rest_cli.rewards.base import Reward, register
 
 _WORD = re.compile(r"\w+")
 

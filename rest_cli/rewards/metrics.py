@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import __version__
-from ..records import Record
-from .base import Reward, register
+from rest_cli import __version__
+from rest_cli.io.records import Record
+from rest_cli.rewards.base import Reward, register
 
 
 def _clip(value: float) -> float:

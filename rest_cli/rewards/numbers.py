@@ -11,9 +11,9 @@ import re
 from difflib import SequenceMatcher
 from functools import lru_cache
 
-from .. import __version__
-from ..records import Record
-from .base import Reward, register
+from rest_cli import __version__
+from rest_cli.io.records import Record
+from rest_cli.rewards.base import Reward, register
 
 _DIGIT = re.compile(r"\d")
 _DIGITS = re.compile(r"\d+")

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from numbers import Real
 from pathlib import Path
 
-from .. import __version__
-from ..errors import RestError, UsageError
-from ..records import FIELDS, Record, RecordReader
-from .base import Reward, batched
+from rest_cli import __version__
+from rest_cli.errors import RestError, UsageError
+from rest_cli.io.records import FIELDS, Record, RecordReader
+from rest_cli.rewards.base import Reward, batched
 
 # The percentiles --calibrate maps to 0 and 1: the extremes, less 1% on each side for outliers.
 CALIBRATION_PERCENTILES = (1, 99)

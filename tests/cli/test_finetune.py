@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from rest_cli.cli import finetune as command
-from rest_cli.training import FinetuneOptions
+from rest_cli.train.trainer import FinetuneOptions
 from tests.helpers import REPO, rest, write_jsonl
 
 TINY = ["--preset", "tiny", "--vocab-size", "40", "--batch-tokens", "256", "--lr", "3e-3"]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from rest_cli.models.export import export_ctranslate2
-from rest_cli.models.tokenizer import BOS, EOS, PAD, UNK
-from rest_cli.models.transformer import Seq2SeqTransformer, config_from_preset, pad_batch
+from rest_cli.models.native.convert import export_ctranslate2
+from rest_cli.models.native.tokenizer import BOS, EOS, PAD, UNK
+from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset, pad_batch
 
 VOCAB = [PAD, UNK, BOS, EOS] + [f"w{i}" for i in range(60)]
 SHAPES = {

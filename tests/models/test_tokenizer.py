@@ -3,7 +3,7 @@ import random
 import pytest
 import sentencepiece as spm
 
-from rest_cli.models.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, train_tokenizer
+from rest_cli.models.native.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, train_tokenizer
 
 WORDS = "the a cat dog bird sat ran flew on under over mat tree house red blue big small quickly slowly".split()
 

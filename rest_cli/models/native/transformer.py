@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rest_cli.models.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from rest_cli.models.native.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass

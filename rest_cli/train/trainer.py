@@ -33,14 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .distributed import World, device_of, join_world
-from .errors import InputError, RestError, Terminated, UsageError
-from .models import modeldir
-from .models.tokenizer import PAD_ID, Tokenizer, train_tokenizer
-from .models.transformer import PRESETS, ModelConfig, Seq2SeqTransformer, config_from_preset
-from .sharding import derived_seed
-from .train_data import (Batch, DataStats, Pair, TokenizedPairs, collate, load_pairs, make_batches,
+from rest_cli import __version__
+from rest_cli.train.distributed import World, device_of, join_world
+from rest_cli.errors import InputError, RestError, Terminated, UsageError
+from rest_cli.models import modeldir
+from rest_cli.models.native.tokenizer import PAD_ID, Tokenizer, train_tokenizer
+from rest_cli.models.native.transformer import PRESETS, ModelConfig, Seq2SeqTransformer, config_from_preset
+from rest_cli.io.shards import derived_seed
+from rest_cli.train.data import (Batch, DataStats, Pair, TokenizedPairs, collate, load_pairs, make_batches,
                          tokenize_pairs)
 
 CHECKPOINT_FORMAT = 1

@@ -11,9 +11,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .records import Record
-from .rewards import Reward, score_records
-from .sampling import DecodeOptions, EngineOptions, SampleStats, Sampler
+from rest_cli.io.records import Record
+from rest_cli.rewards import Reward, score_records
+from rest_cli.sampling import DecodeOptions, EngineOptions, SampleStats, Sampler
 
 GREEDY = DecodeOptions(n=1, beam=1)
 

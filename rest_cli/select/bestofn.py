@@ -6,8 +6,8 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .errors import RestError
-from .records import Record
+from rest_cli.errors import RestError
+from rest_cli.io.records import Record
 
 
 def best_of_group(group: list[Record]) -> Record:

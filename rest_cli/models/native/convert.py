@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from rest_cli.models.modeldir import usual_permissions
-from rest_cli.models.tokenizer import BOS, EOS, UNK
-from rest_cli.models.transformer import ModelConfig, Seq2SeqTransformer
+from rest_cli.models.native.tokenizer import BOS, EOS, UNK
+from rest_cli.models.native.transformer import ModelConfig, Seq2SeqTransformer
 
 
 def export_ctranslate2(

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import InputError, OutputError
+from rest_cli.errors import InputError, OutputError
 
 Record = dict[str, Any]
 STDIO = "-"

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import UsageError
-from .train_data import TokenizedPairs
+from rest_cli.errors import UsageError
+from rest_cli.train.data import TokenizedPairs
 
 
 @dataclass(frozen=True)

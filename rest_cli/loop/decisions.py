@@ -10,8 +10,8 @@ import json
 import math
 from pathlib import Path
 
-from .errors import RestError, UsageError
-from .records import RecordReader
+from rest_cli.errors import RestError, UsageError
+from rest_cli.io.records import RecordReader
 
 PAPER_SCHEDULE = (0.0, 0.7, 0.8, 0.9, 0.95, 0.99)
 

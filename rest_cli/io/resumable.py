@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from .errors import OutputError, UsageError
-from .records import Record
+from rest_cli.errors import OutputError, UsageError
+from rest_cli.io.records import Record
 
 
 class ResumableOutput:

@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .records import Record
-from .rewards import Reward, score_records
+from rest_cli.io.records import Record
+from rest_cli.rewards import Reward, score_records
 
 
 def _repeat(hyp: str, src: str, other_ref: str, rng: random.Random) -> str:

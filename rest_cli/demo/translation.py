@@ -17,8 +17,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .records import Record
-from .rewards.numbers import NumberMatch
+from rest_cli.io.records import Record
+from rest_cli.rewards.numbers import NumberMatch
 
 # (kind, German template, English template); {n} is the number in words.
 TEMPLATES = [

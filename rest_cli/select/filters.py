@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .records import Record, RecordReader, iter_groups
+from rest_cli.errors import UsageError
+from rest_cli.io.records import Record, RecordReader, iter_groups
 
 
 @dataclass(frozen=True)

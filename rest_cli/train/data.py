@@ -14,9 +14,9 @@ import numpy as np
 import orjson
 import torch
 
-from .models.tokenizer import PAD_ID, Tokenizer
-from .models.transformer import teacher_forcing
-from .records import RecordReader
+from rest_cli.models.native.tokenizer import PAD_ID, Tokenizer
+from rest_cli.models.native.transformer import teacher_forcing
+from rest_cli.io.records import RecordReader
 
 _CHUNK = 16384  # records sorted together: long enough to bucket well, short enough to keep batches varied
 _ENCODE_CHUNK = 8192

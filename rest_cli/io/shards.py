@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from .errors import UsageError
-from .records import Record, RecordReader, iter_groups
+from rest_cli.errors import UsageError
+from rest_cli.io.records import Record, RecordReader, iter_groups
 
 
 @dataclass(frozen=True)

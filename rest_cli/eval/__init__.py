@@ -1,0 +1,1 @@
+"""Evaluation: decode a held-out set and measure it (evaluate), and the reward-model unit tests (rmcheck)."""
