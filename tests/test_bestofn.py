@@ -1,6 +1,20 @@
+import shlex
+import sys
+
 import pytest
 
 from rest_cli.select.bestofn import BestOfNStats, best_of_group, best_of_n
+from tests.helpers import read_jsonl, rest, write_jsonl
+
+
+def hanging_reward(tmp_path) -> str:
+    """A `cmd:` reward that never answers: only --reward-timeout ends it."""
+    script = tmp_path / "hang.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    return f"cmd:{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+
+
+TIMED_OUT = "after 0 restarts: it gave no answer within 0.3 s, so rest stopped it"
 
 
 def test_best_of_group_keeps_the_best_with_mean_and_max():
@@ -39,10 +53,33 @@ def test_curve_leaves_references_out_and_needs_enough_samples():
 
 
 def test_curve_through_the_cli(tmp_path):
-    from tests.helpers import read_jsonl, rest, write_jsonl
     scored = write_jsonl(tmp_path / "s.jsonl", [{"id": i, "reward": r} for i in (1, 2) for r in (0.2, 0.6, 1.0)])
     result = rest("bestofn", "--curve", "1,3", str(scored), "-o", str(tmp_path / "curve.json"))
     assert result.returncode == 0, result.stderr
     assert read_jsonl((tmp_path / "curve.json").read_bytes()) == [{"n": [1, 3], "mean_best_reward": [0.6, 1.0],
                                                                     "sources": 2}]
     assert rest("bestofn", "--curve", "0,x", str(scored)).returncode == 2
+
+
+def test_bestofn_scores_a_stream_with_the_shared_reward_options(tmp_path):
+    stream = write_jsonl(tmp_path / "c.jsonl", [{"id": 1, "hyp": h} for h in ("ab", "abcd", "a")])
+    (tmp_path / "lengths.py").write_text("def f(records):\n    return [len(r['hyp']) for r in records]\n")
+    best = rest("bestofn", "-r", "py:lengths:f", "--reward-range", "0:8", str(stream), cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    assert [(r["hyp"], r["reward"]) for r in read_jsonl(best.stdout)] == [("abcd", 0.5)]
+
+
+def test_bestofn_honours_the_reward_timeout(tmp_path):
+    stream = write_jsonl(tmp_path / "c.jsonl", [{"id": 1, "hyp": "a"}, {"id": 1, "hyp": "b"}])
+    out = rest("bestofn", "-r", hanging_reward(tmp_path), "--reward-timeout", "0.3",
+               "--reward-restarts", "0", str(stream))
+    lines = out.stderr.decode().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("rest bestofn: error: reward command ") and TIMED_OUT in lines[0]
+
+
+def test_bestofn_refuses_a_range_without_a_reward(tmp_path):
+    scored = write_jsonl(tmp_path / "s.jsonl", [{"id": 1, "reward": 0.5}])
+    out = rest("bestofn", "--reward-range", "0:1", str(scored))
+    assert out.returncode == 2 and "--reward-range sets the range of one reward, but no rewards are given" \
+        in out.stderr.decode()

@@ -1,7 +1,20 @@
+import shlex
+import sys
+
 import pytest
 
 from rest_cli.eval.evaluate import compare, distinct_n, reference_metrics
 from tests.helpers import read_jsonl, rest, write_jsonl
+
+
+def hanging_reward(tmp_path) -> str:
+    """A `cmd:` reward that never answers: only --reward-timeout ends it."""
+    script = tmp_path / "hang.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    return f"cmd:{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+
+
+TIMED_OUT = "after 0 restarts: it gave no answer within 0.3 s, so rest stopped it"
 
 
 def test_distinct_n():
@@ -39,3 +52,21 @@ def test_eval_command_json_and_comparison(random_model_dir, tmp_path):
     assert first == second  # same model, same seed: the same figures
     assert report["comparisons"][0]["rewards"] == {"chrf": 0.0}
     assert "rest eval" in out.stderr.decode()
+
+
+def test_eval_honours_the_reward_timeout(random_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}])
+    out = rest("eval", "-m", str(random_model_dir), "-r", "chrf", "-r", hanging_reward(tmp_path),
+               "--max-length", "4", "--reward-timeout", "0.3", "--reward-restarts", "0", str(data))
+    last = out.stderr.decode().splitlines()[-1]
+    assert out.returncode == 1 and last.startswith("rest eval: error: reward command ") and TIMED_OUT in last
+
+
+@pytest.mark.parametrize("option", [["--reward-range", "0:1"], ["--calibrate", "cal.jsonl"]])
+def test_eval_refuses_one_range_for_several_rewards(random_model_dir, tmp_path, option):
+    data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}])
+    out = rest("eval", "-m", str(random_model_dir), "-r", "chrf", "-r", "bleu", *option, str(data))
+    lines = out.stderr.decode().splitlines()
+    assert out.returncode == 2 and lines == [
+        f"rest eval: error: {option[0]} sets the range of one reward, but 2 rewards are given; "
+        f"to range one of them, write scale(SPEC, lo=LO, hi=HI) in its --reward"], lines

@@ -1,6 +1,20 @@
-from rest_cli.rewards import Reward, get_reward
+import json
+import shlex
+import sys
+
+from rest_cli.rewards import Reward, build_reward
 from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs
 from tests.helpers import read_jsonl, rest, write_jsonl
+
+
+def hanging_reward(tmp_path) -> str:
+    """A `cmd:` reward that never answers: only --reward-timeout ends it."""
+    script = tmp_path / "hang.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    return f"cmd:{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+
+
+TIMED_OUT = "after 0 restarts: it gave no answer within 0.3 s, so rest stopped it"
 
 PAIRS = [{"src": f"Ich sehe {de} Hunde im Park.", "ref": f"I see {en} dogs in the park."}
          for de, en in [("zwei", "two"), ("drei", "three"), ("vier", "four"), ("fünf", "five"), ("sechs", "six"),
@@ -30,7 +44,7 @@ def test_a_length_loving_reward_fails_repeat_and_copy_but_not_truncate():
 
 
 def test_chrf_prefers_the_true_translation_everywhere():
-    results = check_reward(get_reward("chrf"), PAIRS)
+    results = check_reward(build_reward("chrf"), PAIRS)
     assert [r.perturbation for r in results] == list(PERTURBATIONS)
     assert all(r.pairs == len(PAIRS) and r.rate == 1.0 for r in results)
 
@@ -57,3 +71,23 @@ def test_cli_fails_on_a_reward_that_misses_word_order(tmp_path):
     assert rest("rmcheck", "--reward", "chrf", "--data", str(data)).returncode == 0
     bad = rest("rmcheck", "--reward", "chrf", "--data", str(data), "-p", "nonsense")
     assert bad.returncode == 2 and "unknown perturbation(s) nonsense" in bad.stderr.decode()
+
+
+def test_cli_honours_the_reward_timeout(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS[:2])
+    out = rest("rmcheck", "-r", hanging_reward(tmp_path), "-d", str(data), "--reward-timeout", "0.3",
+               "--reward-restarts", "0")
+    lines = out.stderr.decode().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("rest rmcheck: error: reward command ") and TIMED_OUT in lines[0]
+
+
+def test_cli_takes_the_reward_from_a_config_file(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    (tmp_path / "r.json").write_text(json.dumps({"reward": "chrf"}))
+    out = rest("rmcheck", "--reward-config", str(tmp_path / "r.json"), "-d", str(data))
+    assert out.returncode == 0, out.stderr
+    assert read_jsonl(out.stdout.replace(b"\n", b" "))[0]["reward"] == "chrf"
+    missing = rest("rmcheck", "-d", str(data))
+    assert missing.returncode == 2 and "give the reward as --reward SPEC or as --reward-config FILE" \
+        in missing.stderr.decode()

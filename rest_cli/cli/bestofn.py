@@ -12,9 +12,11 @@ import typer
 from rest_cli.select.bestofn import BestOfNStats, best_of_n, best_of_n_curve
 from rest_cli.errors import UsageError
 from rest_cli.io.records import Record, RecordReader, RecordWriter, iter_groups, write_atomic
-from rest_cli.rewards import Reward, make_reward, score_records
+from rest_cli.rewards import Reward, build_reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
+                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
 
 
 @handles_errors("bestofn")
@@ -26,6 +28,11 @@ def bestofn(
     reward: Annotated[Optional[str], typer.Option("--reward", "-r", help=(
         "Score candidates with this reward first (required with --model; without it the input "
         "must carry `reward`)."))] = None,
+    reward_config: RewardConfigOpt = None,
+    reward_range: RewardRangeOpt = None,
+    calibrate: CalibrateOpt = None,
+    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
+    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
     n: Annotated[int, typer.Option("-n", help="Candidates per source, with --model.")] = 16,
     temperature: Annotated[float, typer.Option(help="Sampling temperature, with --model.")] = 0.8,
     max_length: Annotated[int, typer.Option(help="Longest candidate, in tokens, with --model.")] = 256,
@@ -39,12 +46,14 @@ def bestofn(
 ) -> None:
     """Write each source's best candidate with `best_of`, `reward_mean` and `reward_max`."""
     sizes = _curve_sizes(curve) if curve else None
-    if model and not reward:
+    scores = bool(reward or reward_config)
+    if model and not scores:
         raise UsageError("--model needs --reward to rank the candidates it samples")
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, rewards=int(scores))
     decode = DecodeOptions(n=max(sizes) if sizes else n, temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type, seed=seed)
     stats = BestOfNStats()
-    with make_reward(reward) if reward else nullcontext() as scorer:
+    with build_reward(reward, options, reward_config) if scores else nullcontext() as scorer:
         reader, groups = _groups(input, model, scorer, decode, engine, skip_invalid)
         if sizes:
             _write_curve(best_of_n_curve(groups, sizes), output)

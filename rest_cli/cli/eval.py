@@ -10,12 +10,14 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from rest_cli.errors import InputError
+from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.evaluate import EvalPlan, compare as compare_results, evaluate_model
 from rest_cli.io.records import RecordReader
-from rest_cli.rewards import make_reward
+from rest_cli.rewards import build_reward
 from rest_cli.sampling import DecodeOptions, EngineOptions, with_ids
 from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
+                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
 
 
 @handles_errors("eval")
@@ -26,6 +28,11 @@ def evaluate(
         "--compare", help="Further model directories, shown with deltas against --model (repeatable).")] = None,
     reward: Annotated[Optional[list[str]], typer.Option(
         "--reward", "-r", help="Reward(s) to report (repeatable).")] = None,
+    reward_config: RewardConfigOpt = None,
+    reward_range: RewardRangeOpt = None,
+    calibrate: CalibrateOpt = None,
+    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
+    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
     beam: Annotated[int, typer.Option(help="Beam size for the main figures (1 = greedy).")] = 1,
     sample: Annotated[int, typer.Option(help="Also report the mean reward of this many samples per source.")] = 0,
     temperature: Annotated[float, typer.Option(help="Temperature for --sample.")] = 0.8,
@@ -39,12 +46,15 @@ def evaluate(
     plan = EvalPlan(decode=DecodeOptions(n=1, beam=beam, max_length=max_length), sample_n=sample,
                     temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type)
+    wanted = _wanted_rewards(reward, reward_config)
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, rewards=len(wanted))
     with ExitStack() as stack:
-        rewards = [stack.enter_context(make_reward(spec)) for spec in reward or []]
+        rewards = [stack.enter_context(build_reward(spec, options, config)) for spec, config in wanted]
+        labels = reward or [r.name for r in rewards]
         # The outputs become `hyp`; whatever else a reward reads (`ref`, say) must be in every record.
         needs = list(dict.fromkeys(["src", *(f for r in rewards for f in r.needs if f != "hyp")]))
         reader = RecordReader(input, required=needs, optional=["id", "ref"], skip_invalid=skip_invalid,
-                              needed_by="rest eval" + (f" with {', '.join(reward)}" if reward else ""))
+                              needed_by="rest eval" + (f" with {', '.join(labels)}" if labels else ""))
         sources = list(with_ids(reader))
         report_skipped("eval", reader)
         if not sources:
@@ -53,6 +63,14 @@ def evaluate(
     report = {"data": reader.name, "results": results, "comparisons": compare_results(results, hack_threshold)}
     _print_table(report)
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _wanted_rewards(specs: list[str] | None, config: str | None) -> list[tuple[str | None, str | None]]:
+    """(spec, config) for each reward to build: the --reward specs, or the --reward-config file."""
+    if specs and config:
+        raise UsageError("give the rewards as --reward SPEC (repeatable) or as --reward-config FILE, "
+                         "not both")
+    return [(spec, None) for spec in specs or []] + ([(None, config)] if config else [])
 
 
 def _print_table(report: dict) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sys
+from itertools import islice
 from typing import Annotated, Optional
 
 import orjson
 import typer
 
+from rest_cli.errors import InputError, UsageError
+from rest_cli.io.records import Record, RecordReader  # cli.common imports it anyway: no startup cost
 from rest_cli.cli.common import SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
+                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
 
 
 @handles_errors("rmcheck")
 def rmcheck(
-    reward: Annotated[str, typer.Option("--reward", "-r", help="The reward to test.")] = ...,
+    reward: Annotated[Optional[str], typer.Option("--reward", "-r", help="The reward to test.")] = None,
     data: Annotated[str, typer.Option("--data", "-d", help="JSONL pairs with `src` and `ref` ('-' for stdin).")] = ...,
     threshold: Annotated[float, typer.Option(
         help="A check passes when the true translation is strictly preferred at least this often.")] = 0.9,
@@ -21,36 +26,44 @@ def rmcheck(
         "--perturbation", "-p", help="Run only these checks (repeatable).")] = None,
     limit: Annotated[int, typer.Option(help="Use at most this many pairs (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the random perturbations.")] = 0,
+    reward_config: RewardConfigOpt = None,
+    reward_range: RewardRangeOpt = None,
+    calibrate: CalibrateOpt = None,
+    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
+    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Score true translations against perturbed ones; table on stderr, JSON on stdout.
 
     Exits 1 when any check falls below --threshold, so it can gate a pipeline.
     """
-    from itertools import islice
-
-    from rest_cli.errors import InputError, UsageError
-    from rest_cli.io.records import RecordReader
-    from rest_cli.rewards import make_reward
+    from rest_cli.rewards import build_reward
     from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward
 
     unknown = set(perturbation or []) - set(PERTURBATIONS)
     if unknown:
         raise UsageError(f"unknown perturbation(s) {', '.join(sorted(unknown))}; known: {', '.join(PERTURBATIONS)}")
-    reader = RecordReader(data, required=["src", "ref"], skip_invalid=skip_invalid, needed_by="rest rmcheck")
-    pairs = list(islice(reader, limit or None))
-    report_skipped("rmcheck", reader)
-    if not pairs:
-        raise InputError(reader.name, None, "no record (with src and ref) to check the reward on")
-    with make_reward(reward) as scorer:
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate)
+    with build_reward(reward, options, reward_config) as scorer:
+        reader, pairs = _read_pairs(data, limit, skip_invalid)
         results = [r.as_dict(threshold) for r in check_reward(scorer, pairs, perturbation, seed)]
-        signature = scorer.signature()
-    report = {"reward": reward, "reward_sig": signature, "data": reader.name, "pairs": len(pairs),
+        signature, name = scorer.signature(), reward or scorer.name
+    report = {"reward": name, "reward_sig": signature, "data": reader.name, "pairs": len(pairs),
               "threshold": threshold, "checks": results, "passed": all(r["passed"] for r in results)}
     _print_table(report)
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     if not report["passed"]:
         raise typer.Exit(1)
+
+
+def _read_pairs(data: str, limit: int, skip_invalid: bool) -> tuple[RecordReader, list[Record]]:
+    """The reader of `data` and its first `limit` (src, ref) records (all for 0)."""
+    reader = RecordReader(data, required=["src", "ref"], skip_invalid=skip_invalid, needed_by="rest rmcheck")
+    pairs = list(islice(reader, limit or None))
+    report_skipped("rmcheck", reader)
+    if not pairs:
+        raise InputError(reader.name, None, "no record (with src and ref) to check the reward on")
+    return reader, pairs
 
 
 def _print_table(report: dict) -> None:

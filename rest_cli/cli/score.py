@@ -8,9 +8,10 @@ import typer
 
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.rewards import build_reward, reward_names, score_records
-from rest_cli.rewards.external import DEFAULT_RESTARTS
 from rest_cli.io.shards import Shard, shard_groups
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
+from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
+                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
 
 
 @handles_errors("score")
@@ -19,17 +20,11 @@ def score(
     reward: Annotated[Optional[str], typer.Option(
         "--reward", "-r", help=f"Reward spec: a name ({', '.join(reward_names())}), a composition such as "
                                "'product(use, copy-guard)', 'py:MODULE:FUNCTION', or 'cmd:COMMAND ARGS'.")] = None,
-    reward_config: Annotated[Optional[str], typer.Option(
-        help="JSON or TOML file describing the reward tree, instead of --reward.")] = None,
-    reward_range: Annotated[Optional[str], typer.Option(
-        help="LO:HI of an unbounded reward, mapped linearly onto [0, 1] and clipped.")] = None,
-    calibrate: Annotated[Optional[str], typer.Option(
-        help="JSONL file with src and ref: its 1st-99th percentile scores set the range.")] = None,
-    reward_timeout: Annotated[float, typer.Option(
-        min=0.001, help="Seconds an external reward command may take for one batch.")] = 300.0,
-    reward_restarts: Annotated[int, typer.Option(
-        min=0, help="Times an external reward command is restarted on one batch after it dies or hangs.")
-    ] = DEFAULT_RESTARTS,
+    reward_config: RewardConfigOpt = None,
+    reward_range: RewardRangeOpt = None,
+    calibrate: CalibrateOpt = None,
+    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
+    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per reward call.")] = 256,
     shard: Annotated[Optional[str], typer.Option(
         help="K/N: only the K-th of N round-robin shares of the sources (records grouped by `id`, as "
@@ -39,8 +34,8 @@ def score(
 ) -> None:
     """Add `reward` in [0, 1], `reward_name` and `reward_sig` (how it was computed) to each record."""
     part = Shard.parse(shard) if shard is not None else None
-    with build_reward(reward, reward_config, reward_range, calibrate, reward_timeout, batch_size,
-                      restarts=reward_restarts) as scorer:
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, batch_size=batch_size)
+    with build_reward(reward, options, reward_config) as scorer:
         reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])], skip_invalid=skip_invalid,
                               needed_by=f"reward '{scorer.name}'" + (" and --shard" if part else ""))
         records = shard_groups(reader, part)

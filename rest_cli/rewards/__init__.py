@@ -1,11 +1,11 @@
-"""Rewards by name or spec: `get_reward("chrf")`, `make_reward("product(use, copy-guard)")`.
+"""Rewards by name or spec: `build_reward("chrf")`, `build_reward("product(use, copy-guard)", options)`.
 
-Importing a family module registers its rewards; none imports a model until a reward is built.
+build.build_reward is the one entry point. Importing a family module registers its rewards;
+none imports a model until a reward is built.
 """
 
-from rest_cli.rewards import compose, embedding, guards, metrics, numbers  # noqa: F401  (register their rewards)
-from rest_cli.rewards.base import Reward, get_reward, make_reward, register, reward_names, score_records
-from rest_cli.rewards.compose import build_reward, load_reward_config
+from rest_cli.rewards import embedding, guards, metrics, numbers  # noqa: F401  (register their rewards)
+from rest_cli.rewards.base import Reward, register, reward_names, score_records
+from rest_cli.rewards.build import RewardOptions, build_reward
 
-__all__ = ["Reward", "build_reward", "get_reward", "load_reward_config", "make_reward", "register",
-           "reward_names", "score_records"]
+__all__ = ["Reward", "RewardOptions", "build_reward", "register", "reward_names", "score_records"]

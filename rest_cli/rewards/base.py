@@ -54,11 +54,15 @@ def register(name: str) -> Callable[[Callable[..., Reward]], Callable[..., Rewar
 
 
 def reward_names() -> list[str]:
+    """The registered names, sorted (compositions and py:/cmd: specs are not listed)."""
     return sorted(_REGISTRY)
 
 
-def get_reward(name: str, **params) -> Reward:
-    """Build the reward registered as `name`, with settings such as `max_ratio=2.0`."""
+def registered_reward(name: str, **params) -> Reward:
+    """The reward registered as `name`, with settings such as `max_ratio=2.0`.
+
+    The registry's side of building; callers outside rest_cli.rewards use build.build_reward.
+    """
     if name not in _REGISTRY:
         raise UsageError(f"unknown reward {name!r}; known rewards: {', '.join(reward_names())}")
     factory = _REGISTRY[name]
@@ -73,25 +77,15 @@ def get_reward(name: str, **params) -> Reward:
     return factory(**params)
 
 
-def make_reward(spec: str, timeout: float = 300.0, restarts: int | None = None) -> Reward:
-    """Build a reward from a spec: a name, `length-guard(max_ratio=2)`, `product(use, copy-guard)`,
-    `py:module:function` or `cmd:COMMAND ARGS` (docs/rewards.md has the syntax).
-
-    `timeout` is the default seconds an external command may take to answer one batch, `restarts`
-    how many times it is restarted on one batch after dying or hanging (None: DEFAULT_RESTARTS).
-    """
-    from rest_cli.rewards.compose import build_spec  # compose imports this module: a late import breaks the cycle
-    from rest_cli.rewards.external import DEFAULT_RESTARTS
-    return build_spec(spec, timeout=timeout, restarts=DEFAULT_RESTARTS if restarts is None else restarts)
-
-
 def batched(items: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    """Lists of up to `size` items, in order."""
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
 
 
-def _checked(values: list[float], batch: list[Record], reward: Reward) -> list[float]:
+def checked(values: list[float], batch: list[Record], reward: Reward) -> list[float]:
+    """`values` if there is one per record of `batch`, each a finite number in [0, 1]; else a RestError."""
     if len(values) != len(batch):
         raise RestError(f"reward {reward.name!r} returned {len(values)} values for {len(batch)} records")
     for value in values:
@@ -108,7 +102,7 @@ def score_records(records: Iterable[Record], reward: Reward, batch_size: int = 2
     """
     signature = None
     for batch in batched(records, batch_size):
-        values = _checked(reward.score(batch), batch, reward)
+        values = checked(reward.score(batch), batch, reward)
         signature = signature or reward.signature()  # sacrebleu knows its settings only after scoring
         for record, value in zip(batch, values):
             record["reward"] = float(value)

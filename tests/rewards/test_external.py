@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.rewards import build_reward, make_reward, score_records
+from rest_cli.rewards import RewardOptions, build_reward, score_records
 from rest_cli.rewards.external import DEFAULT_RESTARTS, ExternalCommand
 from tests.helpers import read_jsonl, rest, write_jsonl
 
@@ -58,7 +58,7 @@ def hyps(*lengths, **fields) -> list[dict]:
 def test_scores_batches_and_stays_running(tmp_path):
     scorer = Scorer(tmp_path)
     records = [{"hyp": "x" * n, "n": n} for n in range(7)]
-    with make_reward(scorer.spec) as reward:
+    with build_reward(scorer.spec) as reward:
         out = list(score_records(records, reward, batch_size=3))
         assert reward.process.proc.poll() is None  # one process for all three batches, still running
     assert [r["reward"] for r in out] == [n / 10 for n in range(7)] and out[6]["n"] == 6
@@ -122,10 +122,10 @@ def test_extra_output_lines_are_refused(tmp_path):
 
 def test_shell_only_when_asked(tmp_path):
     scorer = Scorer(tmp_path)
-    with make_reward(f"sh:{scorer.command} | cat") as reward:
+    with build_reward(f"sh:{scorer.command} | cat") as reward:
         assert reward.score(hyps(3)) == [0.3] and reward.name.startswith("sh:")
     with pytest.raises(UsageError, match="cannot start"):  # no shell: '|' is an argument, the program is missing
-        make_reward("cmd:no-such-program-xyz | cat")
+        build_reward("cmd:no-such-program-xyz | cat")
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -141,7 +141,7 @@ def test_settings_are_checked(settings, message):
 
 def test_timeout_in_a_spec():
     with pytest.raises(UsageError, match="timeout must be a number of seconds > 0"):
-        make_reward('cmd("true", timeout=0)')
+        build_reward('cmd("true", timeout=0)')
 
 
 # --- restarts ------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_a_command_that_always_hangs_fails_after_its_restarts(tmp_path):
 def test_a_command_that_never_reads_its_input_still_times_out(tmp_path):
     script = tmp_path / "deaf.py"
     script.write_text("import time; time.sleep(60)\n")
-    reward = make_reward(f'cmd("{sys.executable} {script}", timeout=0.5)')
+    reward = build_reward(f'cmd("{sys.executable} {script}", timeout=0.5)')
     reward.restarts = 0  # one timeout is the point here, not three
     with pytest.raises(RestError, match="gave no answer within 0.5 s"):
         reward.score([{"hyp": "x" * 1_000_000}])  # larger than a pipe buffer: the write blocks
@@ -276,20 +276,31 @@ def test_score_to_stdout_stops_at_the_failed_batch_and_exits_non_zero(records, t
     assert scorer.launches == 3
 
 
-# --- the restarts setting (in a spec, a config file, and --reward-restarts) ---------------------
+# --- the settings (in a spec, a config file, the options, and --reward-restarts) ----------------
+
+def test_the_options_give_the_defaults_and_a_spec_overrides_them(tmp_path):
+    scorer = Scorer(tmp_path)
+    assert (RewardOptions().timeout, RewardOptions().restarts) == (300.0, DEFAULT_RESTARTS)
+    with build_reward(scorer.spec, RewardOptions(timeout=7.5, restarts=4)) as reward:
+        assert (reward.timeout, reward.restarts) == (7.5, 4)
+    spec = f'product(copy-guard, cmd("{scorer.command}", timeout=3))'
+    with build_reward(spec, RewardOptions(timeout=7.5, restarts=4)) as reward:
+        command = reward.parts[1]
+        assert (command.timeout, command.restarts) == (3.0, 4)  # deep in a tree, too
+
 
 def test_restarts_in_a_spec_and_a_config_file(tmp_path):
     scorer = Scorer(tmp_path)
-    with make_reward(f'cmd("{scorer.command}", restarts=0)') as reward:
+    with build_reward(f'cmd("{scorer.command}", restarts=0)') as reward:
         assert reward.restarts == 0
-    with make_reward(f"cmd:{scorer.command}", restarts=5) as reward:
+    with build_reward(f"cmd:{scorer.command}", RewardOptions(restarts=5)) as reward:
         assert reward.restarts == 5
     config = tmp_path / "reward.json"
     config.write_text(json.dumps({"reward": {"cmd": {"command": scorer.command, "restarts": 1}}}))
-    with build_reward(config=str(config), restarts=4) as reward:
+    with build_reward(config=str(config), options=RewardOptions(restarts=4)) as reward:
         assert reward.restarts == 1  # the command's own setting wins over the default
     with pytest.raises(UsageError, match="restarts must be a whole number >= 0"):
-        make_reward(f'cmd("{scorer.command}", restarts=-1)')
+        build_reward(f'cmd("{scorer.command}", restarts=-1)')
 
 
 def test_reward_restarts_option(records, tmp_path):

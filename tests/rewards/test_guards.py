@@ -5,12 +5,12 @@ import re
 import pytest
 
 from rest_cli.errors import UsageError
-from rest_cli.rewards import get_reward, make_reward, score_records
+from rest_cli.rewards import build_reward, score_records
 from rest_cli.rewards.guards import copied_share, length_ratio, ramp, repeated_share
 
 
 def guard(spec, src, hyp):
-    return make_reward(spec).score([{"src": src, "hyp": hyp}])[0]
+    return build_reward(spec).score([{"src": src, "hyp": hyp}])[0]
 
 
 @pytest.mark.parametrize("x, full, zero, expected", [
@@ -38,7 +38,7 @@ def test_copy_guard_ignores_numbers_and_takes_its_thresholds():
     assert copied_share("Im Jahr 2024 waren es 17.", "In 2024 there were 17.") == 0.0
     half_copied = guard("copy-guard(lo=0.5, hi=0.7)", "Der Hund läuft im Park.", "The dog läuft im Park.")
     assert half_copied == pytest.approx(0.5)
-    assert "lo:0.5|hi:0.7" in make_reward("copy-guard(lo=0.5, hi=0.7)").signature()
+    assert "lo:0.5|hi:0.7" in build_reward("copy-guard(lo=0.5, hi=0.7)").signature()
 
 
 @pytest.mark.parametrize("spec, hyp, share, reward", [
@@ -82,13 +82,13 @@ def test_length_ratio_counts_characters_besides_spaces_and_handles_an_empty_sour
 ])
 def test_bad_parameters_are_usage_errors(spec, message):
     with pytest.raises(UsageError, match=re.escape(message)):
-        make_reward(spec)
+        build_reward(spec)
 
 
 @pytest.mark.parametrize("name, needs", [("copy-guard", ("hyp", "src")), ("repeat-guard", ("hyp",)),
                                          ("length-guard", ("hyp", "src"))])
 def test_signatures_record_the_settings(name, needs):
-    reward = get_reward(name)
+    reward = build_reward(name)
     out = list(score_records([{"src": "ein Hund", "hyp": "a dog"}], reward))
     assert reward.needs == needs and out[0]["reward"] == 1.0
     assert out[0]["reward_sig"].startswith(name + "|") and "rest:" in out[0]["reward_sig"]

@@ -3,17 +3,17 @@ import math
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.rewards import Reward, get_reward, reward_names, score_records
+from rest_cli.rewards import Reward, build_reward, reward_names, score_records
 
 
 def scores(name, pairs):
-    return get_reward(name).score([{"hyp": h, "ref": r} for h, r in pairs])
+    return build_reward(name).score([{"hyp": h, "ref": r} for h, r in pairs])
 
 
 def test_registry_lists_the_metric_rewards():
     assert {"chrf", "bleu", "ter", "exact"} <= set(reward_names())
     with pytest.raises(UsageError, match="unknown reward 'nope'"):
-        get_reward("nope")
+        build_reward("nope")
 
 
 @pytest.mark.parametrize("name", ["chrf", "bleu", "ter", "exact"])
@@ -38,7 +38,7 @@ def test_chrf_matches_sacrebleu_scaled():
 
 
 def test_signature_names_metric_settings_and_versions():
-    records = list(score_records([{"hyp": "a b", "ref": "a b"}], get_reward("chrf")))
+    records = list(score_records([{"hyp": "a b", "ref": "a b"}], build_reward("chrf")))
     sig = records[0]["reward_sig"]
     assert sig.startswith("chrf|nrefs:1|") and "nc:6" in sig and "version:" in sig and "rest:" in sig
     assert records[0]["reward_name"] == "chrf"
@@ -70,5 +70,5 @@ def test_a_misbehaving_reward_fails_before_any_record_of_its_batch_is_yielded(va
 
 def test_batches_are_scored_in_order_across_batch_boundaries():
     records = [{"hyp": "a", "ref": "a" if i % 2 else "b", "i": i} for i in range(7)]
-    out = list(score_records(records, get_reward("exact"), batch_size=3))
+    out = list(score_records(records, build_reward("exact"), batch_size=3))
     assert [(r["i"], r["reward"]) for r in out] == [(i, float(i % 2)) for i in range(7)]

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.rewards import build_reward, make_reward, score_records
+from rest_cli.rewards import RewardOptions, build_reward, score_records
 from rest_cli.rewards.user import Scaled, calibrate, parse_range
 from tests.helpers import write_jsonl
 
@@ -41,14 +41,14 @@ def test_python_function_reward(user_module):
         exclaims.needs = ("hyp", "src")
         exclaims.version = "7"
     """)
-    reward = make_reward(f"py:{module}:length")
+    reward = build_reward(f"py:{module}:length")
     out = list(score_records([dict(r) for r in RECORDS], reward))
     assert [r["reward"] for r in out] == [0.5, 0.6]
     assert out[0]["reward_name"] == f"py:{module}:length"
     assert out[0]["reward_sig"].startswith(f"py:{module}:length|version:1.2|rest:")
-    other = make_reward(f"py:{module}:exclaims")
+    other = build_reward(f"py:{module}:exclaims")
     assert other.needs == ("hyp", "src") and "version:7" in other.signature()
-    assert make_reward(f"product(py:{module}:exclaims, copy-guard)").score(RECORDS) == [0.0, 1.0]
+    assert build_reward(f"product(py:{module}:exclaims, copy-guard)").score(RECORDS) == [0.0, 1.0]
 
 
 @pytest.mark.parametrize("body, message", [
@@ -63,7 +63,7 @@ def test_python_function_reward(user_module):
 ])
 def test_python_function_misbehaving_is_named(user_module, body, message):
     module = user_module(f"def f(records):\n    {body}\n")
-    stream = score_records([dict(r) for r in RECORDS], make_reward(f"py:{module}:f"))
+    stream = score_records([dict(r) for r in RECORDS], build_reward(f"py:{module}:f"))
     with pytest.raises(RestError, match=re.escape(message.format(m=module))):
         next(stream)
 
@@ -79,7 +79,7 @@ def test_python_function_misbehaving_is_named(user_module, body, message):
 def test_python_function_import_problems_are_usage_errors(user_module, source, spec, message):
     module = user_module(source)
     with pytest.raises(UsageError, match=re.escape(message.format(m=module))):
-        make_reward(spec.format(m=module))
+        build_reward(spec.format(m=module))
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -87,10 +87,11 @@ def test_python_function_import_problems_are_usage_errors(user_module, source, s
 def test_range_maps_linearly_and_clips(user_module):
     module = user_module("def raw(records):\n    return [float(r['hyp']) for r in records]\n")
     records = [{"hyp": h} for h in ("-7", "-5", "0", "2.5", "5", "10")]
-    reward = build_reward(f"py:{module}:raw", value_range="-5:5")
+    reward = build_reward(f"py:{module}:raw", RewardOptions(value_range="-5:5"))
     assert reward.score(records) == [0.0, 0.0, 0.5, 0.75, 1.0, 1.0]
     assert reward.signature().endswith("|range:-5:5|range-from:given|map:clip((x-lo)/(hi-lo),0,1)")
-    assert make_reward(f"scale(py:{module}:raw, lo=0, hi=10)").score(records) == [0.0, 0.0, 0.0, 0.25, 0.5, 1.0]
+    scaled = build_reward(f"scale(py:{module}:raw, lo=0, hi=10)")
+    assert scaled.score(records) == [0.0, 0.0, 0.0, 0.25, 0.5, 1.0]
 
 
 @pytest.mark.parametrize("text", ["5", "a:b", "1:2:3x"])
@@ -101,27 +102,36 @@ def test_bad_range(text):
 
 def test_range_and_calibrate_are_exclusive_and_the_range_must_be_increasing():
     with pytest.raises(UsageError, match="give one"):
-        build_reward("chrf", value_range="0:1", calibrate_from="x.jsonl")
+        build_reward("chrf", RewardOptions(value_range="0:1", calibrate="x.jsonl"))
     with pytest.raises(UsageError, match="finite LO < HI"):
-        build_reward("chrf", value_range="5:-5")
+        build_reward("chrf", RewardOptions(value_range="5:-5"))
     with pytest.raises(UsageError, match="one of them"):
         build_reward(None)
+    with pytest.raises(UsageError, match="one of them"):
+        build_reward("chrf", config="r.json")
 
 
 def test_calibration_takes_percentiles_of_true_and_mismatched_pairs(user_module, tmp_path):
     module = user_module("def length(records):\n    return [float(len(r['hyp'])) for r in records]\n")
     calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "x" * n} for n in (1, 2, 3)])
     # Scores: true pairs 1, 2, 3 and shifted pairs 2, 3, 1; p1 and p99 (inclusive) of [1,1,2,2,3,3] are 1 and 3.
-    reward = calibrate(make_reward(f"py:{module}:length"), str(calib))
+    reward = calibrate(build_reward(f"py:{module}:length"), str(calib))
     assert (reward.lo, reward.hi) == (1.0, 3.0)
     assert reward.score([{"hyp": "xx"}, {"hyp": "xxxxxx"}]) == [0.5, 1.0]
     assert "|range:1:3|range-from:calibrate:cal.jsonl:n=6:p1-p99|" in reward.signature()
 
 
+def test_calibration_through_the_options(user_module, tmp_path):
+    module = user_module("def length(records):\n    return [float(len(r['hyp'])) for r in records]\n")
+    calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "x" * n} for n in (1, 2, 3)])
+    reward = build_reward(f"py:{module}:length", RewardOptions(calibrate=str(calib), batch_size=1))
+    assert isinstance(reward, Scaled) and (reward.lo, reward.hi) == (1.0, 3.0)  # as calibrate() above
+
+
 def test_calibration_percentiles_interpolate(user_module, tmp_path):
     module = user_module("def length(records):\n    return [float(len(r['hyp'])) for r in records]\n")
     calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "x" * n} for n in range(51)])
-    reward = calibrate(make_reward(f"py:{module}:length"), str(calib), batch_size=7)
+    reward = calibrate(build_reward(f"py:{module}:length"), str(calib), batch_size=7)
     # 102 scores, each length 0..50 twice: position 101 * 0.01 = 1.01 lies between the two 0s and the first 1.
     assert reward.lo == pytest.approx(0.01) and reward.hi == pytest.approx(49.99)
 
@@ -129,15 +139,15 @@ def test_calibration_percentiles_interpolate(user_module, tmp_path):
 def test_calibration_refuses_a_constant_scorer_and_a_tiny_file(tmp_path):
     calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "same"}, {"src": "t", "ref": "same"}])
     with pytest.raises(RestError, match="gives the same score"):
-        calibrate(make_reward("chrf"), str(calib))
+        calibrate(build_reward("chrf"), str(calib))
     one = write_jsonl(tmp_path / "one.jsonl", [{"src": "s", "ref": "r"}])
     with pytest.raises(UsageError, match="needs at least 2 records"):
-        calibrate(make_reward("chrf"), str(one))
+        calibrate(build_reward("chrf"), str(one))
 
 
 def test_scaled_closes_what_it_wraps():
     closed = []
-    inner = make_reward("chrf")
+    inner = build_reward("chrf")
     inner.close = lambda: closed.append(True)
     Scaled(inner, 0, 1).close()
     assert closed

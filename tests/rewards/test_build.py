@@ -1,4 +1,4 @@
-"""Composition: the spec language, combined values, signatures, config files, and errors."""
+"""Building rewards: the spec language, composition, signatures, config files, options, and errors."""
 
 import json
 import re
@@ -6,16 +6,17 @@ import re
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.rewards import Reward, load_reward_config, make_reward, score_records
-from rest_cli.rewards import compose
-from rest_cli.rewards.compose import Composite, parse_spec
+from rest_cli.rewards import Reward, build_reward, score_records
+from rest_cli.rewards import build
+from rest_cli.rewards.composite import Composite
+from rest_cli.rewards.spec import parse_spec
 
 # Source of 8 characters, hypothesis of 24 sharing no word with it: copy-guard 1.0, length-guard 0.5 (ratio 3).
 RECORD = {"src": "abcd efgh", "ref": "xxxx", "hyp": "xxxx yyyy zzzz wwww qqqq rrrr"}
 
 
 def value(spec):
-    return make_reward(spec).score([dict(RECORD)])[0]
+    return build_reward(spec).score([dict(RECORD)])[0]
 
 
 class Const(Reward):
@@ -65,7 +66,7 @@ def test_spec_is_parsed_into_a_tree_and_printed_back_canonically():
 
 
 def test_composite_needs_the_union_and_signs_the_whole_tree():
-    reward = make_reward("product(chrf, length-guard(max_ratio=2.5))")
+    reward = build_reward("product(chrf, length-guard(max_ratio=2.5))")
     assert reward.needs == ("hyp", "ref", "src")
     assert reward.name == "product(chrf, length-guard(max_ratio=2.5))"
     out = list(score_records([{"src": "ein Hund", "ref": "a dog", "hyp": "a dog"}], reward))[0]
@@ -74,7 +75,7 @@ def test_composite_needs_the_union_and_signs_the_whole_tree():
 
 
 def test_weights_in_the_signature():
-    sig = make_reward("wsum(0.25*copy-guard, 0.75*length-guard)").signature()
+    sig = build_reward("wsum(0.25*copy-guard, 0.75*length-guard)").signature()
     assert sig.startswith("wsum(0.25*copy-guard|") and "; 0.75*length-guard|" in sig
 
 
@@ -108,14 +109,14 @@ def test_a_part_out_of_range_is_named():
 ])
 def test_bad_specs_are_usage_errors(spec, message):
     with pytest.raises(UsageError, match=re.escape(message)):
-        make_reward(spec)
+        build_reward(spec)
 
 
 def test_parts_built_before_an_error_are_closed(monkeypatch):
     opened = []
-    monkeypatch.setitem(compose._LEAVES, "py", lambda node, timeout, restarts: opened.append(Const(1.0)) or opened[-1])
+    monkeypatch.setattr(build._Builder, "python", lambda self, node: opened.append(Const(1.0)) or opened[-1])
     with pytest.raises(UsageError, match="unknown reward 'nope'"):
-        make_reward("product(py:m:f, nope)")
+        build_reward("product(py:m:f, nope)")
     assert opened and opened[0].closed
 
 
@@ -138,7 +139,7 @@ wsum = [[0.5, "copy-guard"], [0.5, { length-guard = { max_ratio = 3 } }]]
 def test_config_file_describes_the_same_tree_as_the_spec(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
-    reward, same = load_reward_config(str(path)), make_reward(SPEC)
+    reward, same = build_reward(config=str(path)), build_reward(SPEC)
     assert reward.signature() == same.signature() and reward.name == same.name
     assert reward.score([dict(RECORD)]) == same.score([dict(RECORD)])
 
@@ -147,7 +148,8 @@ def test_config_leaves_and_scale(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"reward": {"product": [
         "length-guard", {"scale": {"reward": "chrf", "lo": 0, "hi": 0.5}}, {"copy-guard": None}]}}))
-    assert str(load_reward_config(str(path)).name) == "product(length-guard, scale(chrf, lo=0, hi=0.5), copy-guard)"
+    name = build_reward(config=str(path)).name
+    assert name == "product(length-guard, scale(chrf, lo=0, hi=0.5), copy-guard)"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -162,6 +164,6 @@ def test_bad_config_files_are_usage_errors(tmp_path, text, message):
     path = tmp_path / "bad.json"
     path.write_text(text)
     with pytest.raises(UsageError, match=re.escape(message)):
-        load_reward_config(str(path))
+        build_reward(config=str(path))
     with pytest.raises(UsageError, match="cannot read"):
-        load_reward_config(str(tmp_path / "missing.json"))
+        build_reward(config=str(tmp_path / "missing.json"))
