@@ -17,6 +17,9 @@ from rest_cli.io.records import Record
 
 # Sources tokenized per SentencePiece call: batching the tokenizer keeps its cost in the noise.
 _TOKENIZE_CHUNK = 512
+# The CTranslate2 class that decodes each kind of engine a policy kind names (models/base.py).
+# Decoder-only policies ("generator") come with the Hugging Face kinds.
+_ENGINES = {"translator": "Translator"}
 # Fields a candidate gets afresh: a source record that carries them (say, a scored file fed back
 # in) must not pass a stale reward on to new candidates.
 _CANDIDATE_FIELDS = ("hyp", "k", "logprob", "origin", "reward", "reward_name", "reward_sig")
@@ -115,18 +118,18 @@ class Sampler:
     def __init__(self, model_dir: str, engine: EngineOptions = EngineOptions()):
         import ctranslate2
 
-        from rest_cli.models.modeldir import ctranslate2_dir, tokenizer_path
-        from rest_cli.models.native.tokenizer import Tokenizer
+        from rest_cli.models.modeldir import ctranslate2_dir, kind_of, load_tokenizer
 
         self.engine = engine
         self.device, self.compute_type = resolve_engine(engine)
         if self.device == "cpu" and engine.device_indices != (0,):
             raise UsageError("--device-index picks GPUs, and CTranslate2 sees none here")
         model_path = ctranslate2_dir(model_dir)  # checks the directory first, for a clear error
-        self.tokenizer = Tokenizer(tokenizer_path(model_dir))
+        self.tokenizer = load_tokenizer(model_dir)
+        engine_class = _ENGINES[kind_of(model_dir).engine]
         # The seed must be set before the translator exists; later calls have no effect.
         ctranslate2.set_random_seed(engine.seed)
-        self.translator = ctranslate2.Translator(
+        self.translator = getattr(ctranslate2, engine_class)(
             str(model_path), device=self.device, device_index=list(engine.device_indices),
             compute_type=self.compute_type, intra_threads=engine.threads, inter_threads=engine.inter_threads)
 

@@ -5,7 +5,8 @@ import torch
 
 from rest_cli.models.modeldir import save_model_dir
 from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
-from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset
+from rest_cli.models.native.config import config_from_preset
+from rest_cli.models.native.transformer import Seq2SeqTransformer
 
 WORDS = "eins zwei drei vier fünf hund katze haus one two three four five dog cat house".split()
 CORPUS = [f"{a} {b} {c}" for a in WORDS for b in WORDS[:8] for c in WORDS[8:]]
@@ -21,4 +22,4 @@ def random_model_dir(tmp_path_factory):
     with torch.no_grad():
         for p in model.parameters():  # sharpen the random distribution a little, so EOS comes sooner
             p.mul_(1.5)
-    return save_model_dir(tmp / "model", model, spm, {"note": "random, for tests"})
+    return save_model_dir(tmp / "model", model, spm.parent, {"note": "random, for tests"})

@@ -19,13 +19,13 @@ from unittest import mock
 
 import orjson
 import pytest
+from ctranslate2.converters import Converter
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from rest_cli.io import records
+from rest_cli.io import atomic, records
 from rest_cli.cli.main import app
 from rest_cli.errors import OutputError
-from rest_cli.models.native import convert as export
 from rest_cli.models.modeldir import load_model, save_model_dir, training_info
 from tests.helpers import REPO, read_jsonl, write_jsonl
 
@@ -47,7 +47,7 @@ def _open_on_full_disk(path, mode="r", *args, **kwargs):
 
 @pytest.fixture
 def full_disk(monkeypatch):
-    monkeypatch.setattr(records, "open", _open_on_full_disk, raising=False)
+    monkeypatch.setattr(atomic, "open", _open_on_full_disk, raising=False)
 
 
 @functools.cache
@@ -114,20 +114,20 @@ def test_output_in_a_missing_folder_is_one_line(tmp_path, command):
     assert leftovers(tmp_path, "in.jsonl") == []
 
 
-def _export_then_disk_full(model, config, vocabulary, directory):
+def _export_then_disk_full(converter, output_dir, **options):
     """The CTranslate2 export running out of space half-way: a partial file, then ENOSPC."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    (Path(directory) / "model.bin").write_bytes(b"\0" * 1000)
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(directory) / "model.bin"))
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "model.bin").write_bytes(b"\0" * 1000)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(output_dir) / "model.bin"))
 
 
 def test_model_directory_on_a_full_disk_keeps_the_previous_one(random_model_dir, tmp_path, monkeypatch):
     directory = Path(shutil.copytree(random_model_dir, tmp_path / "model"))
     before = training_info(directory)
     model = load_model(directory)
-    monkeypatch.setattr(export, "export_ctranslate2", _export_then_disk_full)
+    monkeypatch.setattr(Converter, "convert", _export_then_disk_full)
     with pytest.raises(OutputError, match=f"cannot write {directory}: No space left on device"):
-        save_model_dir(directory, model, directory / "spm.model", {"steps": 99})
+        save_model_dir(directory, model, directory, {"steps": 99})
     assert leftovers(tmp_path) == ["model"]  # no temporary directory beside it
     assert training_info(directory) == before and load_model(directory) is not None
 
@@ -136,7 +136,7 @@ def test_finetune_on_a_full_disk_is_one_line_and_resumes(tmp_path, monkeypatch):
     data = write_jsonl(tmp_path / "train.jsonl", [{"src": f"eins {w}", "ref": f"one {w}"} for w in "abcdefgh"])
     command = ["finetune", "--preset", "tiny", "--steps", "2", "--vocab-size", "40", "-o", tmp_path / "model", data]
     with monkeypatch.context() as patch:
-        patch.setattr(export, "export_ctranslate2", _export_then_disk_full)
+        patch.setattr(Converter, "convert", _export_then_disk_full)
         result = invoke(*command)
     assert_one_error_line(result, "finetune", "No space left on device")
     assert leftovers(tmp_path, "train.jsonl") == ["model.partial"]  # no half-written model directory

@@ -16,9 +16,14 @@ from rest_cli.errors import InputError, RestError, UsageError
 from rest_cli.models.modeldir import load_model, training_info
 from rest_cli.models.native.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from rest_cli.train.data import DataStats, Pair, collate, load_pairs, make_batches, tokenize_pairs
-from rest_cli.train.trainer import FinetuneOptions, batch_loss, finetune, lr_factor, partial_dir
+from rest_cli.models.base import get_kind
+from rest_cli.train.objectives import get_objective
+from rest_cli.train.options import FinetuneOptions
+from rest_cli.train.run import finetune, partial_dir
+from rest_cli.train.trainer import lr_factor
 from tests.helpers import write_jsonl
 
+NATIVE = get_kind("native")
 WORDS = "ab cd ef gh ij kl mn op qr st uv wx".split()
 
 
@@ -180,7 +185,8 @@ def tokenizer(tmp_path_factory):
 
 
 def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
-    from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset
+    from rest_cli.models.native.config import config_from_preset
+    from rest_cli.models.native.transformer import Seq2SeqTransformer
     torch.manual_seed(0)
     model = Seq2SeqTransformer(config_from_preset("tiny", tokenizer.vocab_size, dropout=0.0)).eval()
     a, b = Pair("ab cd ef", "ab cd ef"), Pair("gh", "gh")
@@ -188,7 +194,8 @@ def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
     def loss(pairs):
         data = tokenize_pairs(pairs, tokenizer, 256, DataStats("x"))
         with torch.no_grad():
-            total, nll_sum, count = batch_loss(model, collate(data, np.arange(len(pairs))))
+            batch = collate(data, np.arange(len(pairs)), NATIVE)
+            total, nll_sum, count = get_objective("nll").loss(NATIVE.logits(model, batch), batch)
         return total / count, nll_sum, count
     weighted, nll_sum, count = loss([Pair(a.src, a.tgt, 2.0), b])
     assert count.item() == 2 * 4 + 2  # two weights x (3 tokens + EOS), plus 1 token + EOS
@@ -201,8 +208,9 @@ def test_truncated_targets_keep_max_length_tokens_and_learn_no_eos(tokenizer):
     stats = DataStats("x")
     data = tokenize_pairs([Pair("ab cd ef gh", "ab cd ef gh"), Pair("ab", "ab"), Pair("", "ab")], tokenizer, 2, stats)
     assert (stats.truncated, stats.empty_src, len(data)) == (1, 1, 2)
-    batch = collate(data, np.arange(2))
-    assert batch.src.shape == (2, 2) and batch.labels.tolist()[0][2] == PAD_ID and EOS_ID in batch.labels.tolist()[1]
+    batch = collate(data, np.arange(2), NATIVE)
+    assert batch.inputs["src_ids"].shape == (2, 2)
+    assert not batch.mask[0, 2] and batch.labels.tolist()[0][2] == PAD_ID and EOS_ID in batch.labels.tolist()[1]
 
 
 def test_load_pairs_prefers_hyp_and_locates_bad_records(tmp_path):

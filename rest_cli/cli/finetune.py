@@ -1,7 +1,6 @@
 """`rest finetune`: train a policy on (src, hyp or ref) records by NLL, the Improve step of ReST.
 
-The defaults below mirror rest_cli.train.trainer.FinetuneOptions (a test keeps them equal): they
-are repeated because importing the library would import torch, and `rest --help` must not.
+Defaults come from rest_cli.train.options, which imports no torch: `rest --help` stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +13,10 @@ from typing import Annotated, Optional
 import typer
 
 from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, log
+from rest_cli.train.objectives import objective_names
+from rest_cli.train.options import FinetuneOptions
+
+D = FinetuneOptions()  # the defaults
 
 _MODEL = "Model (from scratch)"
 _OPTIM = "Optimisation"
@@ -33,7 +36,7 @@ def finetune(
         help="JSONL validation records; the output is then the checkpoint of lowest validation loss.",
         rich_help_panel=_VALID)] = None,
     valid_every: Annotated[int, typer.Option(help="Validate every N steps (and at the end).",
-                                             rich_help_panel=_VALID)] = 500,
+                                             rich_help_panel=_VALID)] = D.valid_every,
     patience: Annotated[Optional[int], typer.Option(
         help="Stop after N validations without improvement (needs --valid).", rich_help_panel=_VALID)] = None,
     save_last: Annotated[Optional[str], typer.Option(
@@ -57,29 +60,31 @@ def finetune(
                                                  rich_help_panel=_OPTIM)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the data, if --steps is not given.",
                                                   rich_help_panel=_OPTIM)] = None,
+    objective: Annotated[str, typer.Option(
+        help=f"The Improve loss: {', '.join(objective_names())}.", rich_help_panel=_OPTIM)] = D.objective,
     lr: Annotated[float, typer.Option(help="Peak learning rate (the ReST loop lowers it at each Improve step).",
-                                      rich_help_panel=_OPTIM)] = 5e-4,
+                                      rich_help_panel=_OPTIM)] = D.lr,
     warmup: Annotated[Optional[int], typer.Option(
         help="Linear warmup steps, then inverse-square-root decay; 0 keeps the rate constant.",
         show_default="10% of the steps, at most 1000", rich_help_panel=_OPTIM)] = None,
     batch_tokens: Annotated[int, typer.Option(
-        help="Source + target tokens per batch, padding included.", rich_help_panel=_OPTIM)] = 4096,
+        help="Source + target tokens per batch, padding included.", rich_help_panel=_OPTIM)] = D.batch_tokens,
     label_smoothing: Annotated[Optional[float], typer.Option(
         help="Label smoothing.", show_default="0.1 from scratch, 0.0 with --init",
         rich_help_panel=_OPTIM)] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=_OPTIM)] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=_OPTIM)] = D.weight_decay,
     clip_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 disables.",
-                                             rich_help_panel=_OPTIM)] = 1.0,
+                                             rich_help_panel=_OPTIM)] = D.clip_norm,
     max_length: Annotated[int, typer.Option(
-        help="Truncate sources and targets to this many tokens (counted on stderr).", rich_help_panel=_OPTIM)] = 256,
+        help="Truncate sources and targets to this many tokens (counted on stderr).", rich_help_panel=_OPTIM)] = D.max_length,
     seed: Annotated[int, typer.Option(help="Seeds initialisation, batching and dropout.",
-                                      rich_help_panel=_OPTIM)] = 0,
+                                      rich_help_panel=_OPTIM)] = D.seed,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint to OUTPUT.partial/ every N steps.",
-                                                  rich_help_panel=_RUN)] = 200,
+                                                  rich_help_panel=_RUN)] = D.checkpoint_every,
     log_every: Annotated[int, typer.Option(help="Log and record the training loss every N steps.",
-                                           rich_help_panel=_RUN)] = 100,
+                                           rich_help_panel=_RUN)] = D.log_every,
     device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.",
-                                        rich_help_panel=_RUN)] = "auto",
+                                        rich_help_panel=_RUN)] = D.device,
     bf16: Annotated[Optional[bool], typer.Option(
         "--bf16/--no-bf16", help="bfloat16 autocast.", show_default="on for CUDA that supports it, off on CPU",
         rich_help_panel=_RUN)] = None,
@@ -93,11 +98,11 @@ def finetune(
     CTranslate2 export and training.json. Interrupted runs resume when run again.
     """
     from rest_cli.train.distributed import is_main_process
-    from rest_cli.train.trainer import FinetuneOptions, finetune as train
+    from rest_cli.train.run import finetune as train
 
     options = FinetuneOptions(
         preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,
-        dropout=dropout, lr=lr, warmup=warmup, steps=steps, epochs=epochs, batch_tokens=batch_tokens,
+        dropout=dropout, objective=objective, lr=lr, warmup=warmup, steps=steps, epochs=epochs, batch_tokens=batch_tokens,
         label_smoothing=label_smoothing, weight_decay=weight_decay, clip_norm=clip_norm, max_length=max_length,
         seed=seed, valid_every=valid_every, patience=patience, checkpoint_every=checkpoint_every,
         log_every=log_every, device=device, bf16=bf16, threads=threads, skip_invalid=skip_invalid)

@@ -10,7 +10,6 @@ import contextlib
 import gzip
 import io
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
@@ -18,6 +17,7 @@ from typing import IO, Any
 import orjson
 
 from rest_cli.errors import InputError, OutputError
+from rest_cli.io.atomic import replacing_file, write_file
 
 Record = dict[str, Any]
 STDIO = "-"
@@ -255,7 +255,7 @@ class RecordWriter:
     def __init__(self, path: str = STDIO):
         self.path = path
         self.count = 0
-        self._tmp: str | None = None
+        self._file: contextlib.AbstractContextManager | None = None  # replacing_file, for a file output
         self._raw: IO[bytes] | None = None
         self._out: IO[bytes] | None = None
 
@@ -263,13 +263,8 @@ class RecordWriter:
         if self.path == STDIO:
             self._out = sys.stdout.buffer
             return self
-        directory, name = os.path.split(os.path.abspath(self.path))
-        self._tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-        try:
-            self._raw = open(self._tmp, "wb")
-        except OSError as err:
-            self._tmp = None  # nothing to clean up
-            raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
+        self._file = replacing_file(self.path)
+        self._raw = self._file.__enter__()
         self._out = io.BufferedWriter(gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)) \
             if self.path.endswith(".gz") else self._raw
         return self
@@ -283,7 +278,7 @@ class RecordWriter:
         self.count += 1
 
     def _failed(self, err: OSError) -> OutputError:
-        where = "to stdout" if self._tmp is None else self.path
+        where = "to stdout" if self._file is None else self.path
         return OutputError(f"cannot write {where}: {err.strerror or err}")
 
     def write_all(self, records: Iterable[Record]) -> int:
@@ -293,49 +288,27 @@ class RecordWriter:
         return self.count
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._tmp is None:
+        if self._file is None:
             try:
                 self._out.flush()
             except OSError as err:  # stdout redirected to a full disk
                 raise self._failed(err) from None
             return
-        try:
-            if exc_type is None:
-                self._finish_file()
-        except OSError as err:  # a full disk often shows only when the last buffer is flushed
-            raise self._failed(err) from None
-        finally:
-            self._discard()
-
-    def _discard(self) -> None:
-        """Close the streams and remove the temporary file (gone already if it was renamed).
-
-        On a full disk closing fails again, flushing what is still buffered: that must neither
-        hide the first error nor keep the file, so close errors are ignored here.
-        """
-        for stream in (self._out, self._raw):  # gzip first: closing it writes into _raw
-            with contextlib.suppress(OSError, ValueError):
-                stream.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
-
-    def _finish_file(self) -> None:
-        if self._out is not self._raw:
-            self._out.close()  # closes the gzip stream, writing its trailer, but not _raw
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        os.replace(self._tmp, self.path)
+        if exc is None and self._out is not self._raw:
+            try:
+                self._out.close()  # the gzip stream: writes its trailer into the file, which stays open
+            except OSError as err:  # a full disk often shows only when the last buffer is flushed
+                exc = self._failed(err)
+        if exc is None:
+            self._file.__exit__(None, None, None)
+            return
+        with contextlib.suppress(OSError, ValueError):  # closing gzip on a full disk fails again
+            self._out.close()
+        self._file.__exit__(type(exc), exc, exc.__traceback__)
+        if exc_type is None:
+            raise exc
 
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write a small whole file (a report, a curve) so that it appears complete or not at all."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_file(path, data)

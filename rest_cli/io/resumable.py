@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from rest_cli.errors import OutputError, UsageError
+from rest_cli.io.atomic import replacing_file, write_file
 from rest_cli.io.records import Record
 
 
@@ -45,9 +46,9 @@ class ResumableOutput:
             return self.groups_done
         try:
             self.partial.write_bytes(b"")
-            self.meta.write_bytes(orjson.dumps(self.run, option=orjson.OPT_SORT_KEYS))
         except OSError as err:
             raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
+        write_file(self.meta, orjson.dumps(self.run, option=orjson.OPT_SORT_KEYS))
         return 0
 
     def _stored_run(self) -> dict[str, Any]:
@@ -92,16 +93,9 @@ class ResumableOutput:
         """Move the complete output into place (compressed when OUT ends in .gz), then tidy up."""
         try:
             if self.path.suffix == ".gz":
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                try:
-                    with open(self.partial, "rb") as src, open(tmp, "wb") as raw:
-                        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-                            shutil.copyfileobj(src, out, 1 << 20)
-                        raw.flush()
-                        os.fsync(raw.fileno())
-                    os.replace(tmp, self.path)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                with open(self.partial, "rb") as src, replacing_file(self.path) as raw:
+                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
                 self.partial.unlink()
             else:
                 os.replace(self.partial, self.path)

@@ -1,31 +1,33 @@
 """A model directory that describes itself: everything `--model DIR` needs, checked on load.
 
     DIR/
-      config.json          format name and version, the ModelConfig, the rest version
-      model.safetensors    PyTorch weights (safetensors: loading never unpickles)
-      spm.model            the SentencePiece tokenizer (one vocabulary for source and target)
+      config.json          format name and version, the policy kind, its config, the rest version
+      (weights)            the kind's files: for `native`, model.safetensors (loading never unpickles)
+      (tokenizer)          the kind's files: for `native`, spm.model
       ctranslate2/         the CTranslate2 export, float32; quantized when loaded (int8 on CPU)
       training.json        how it was made: data, steps, losses, parent model, options
 
-A directory is written under a temporary name beside DIR and renamed when complete, so an
-interrupted save never leaves a directory that looks usable.
+Format version 2 names the kind; a version-1 directory (no kind) holds a `native` policy. A
+directory is written whole or not at all (rest_cli.io.atomic).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rest_cli import __version__
-from rest_cli.errors import EXIT_BAD_INPUT, OutputError, RestError
+from rest_cli.errors import EXIT_BAD_INPUT, RestError
+from rest_cli.io.atomic import cannot_write, replacing_dir, usual_permissions
+from rest_cli.models.base import ModelLoadError, PolicyKind, get_kind, kind_of_model
 
 FORMAT = "rest-model"
-FORMAT_VERSION = 1
-CONFIG, WEIGHTS, TOKENIZER, CT2, TRAINING = "config.json", "model.safetensors", "spm.model", "ctranslate2", "training.json"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CONFIG, CT2, TRAINING = "config.json", "ctranslate2", "training.json"
+VERSION_1_KIND = "native"
 
 
 class ModelDirError(RestError):
@@ -41,27 +43,45 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ModelDirError(f"{path}: cannot read: {err}") from None
 
 
+def _config(directory: Path) -> dict[str, Any]:
+    config = read_json(directory / CONFIG)
+    if config.get("format") != FORMAT or config.get("format_version") not in READABLE_VERSIONS:
+        raise ModelDirError(f"{directory / CONFIG}: format {config.get('format')!r} version "
+                            f"{config.get('format_version')!r}; this rest reads {FORMAT!r} versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}")
+    return config
+
+
+def kind_of(directory: str | os.PathLike) -> PolicyKind:
+    """The policy kind a model directory holds."""
+    config = _config(Path(directory))
+    return get_kind(config.get("kind", VERSION_1_KIND))
+
+
 def check_model_dir(directory: str | os.PathLike, need_weights: bool = True) -> Path:
     """Return DIR as a Path if it holds a usable model, else raise ModelDirError saying what is wrong."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelDirError(f"{directory}: no such model directory")
-    needed = [CONFIG, TOKENIZER, CT2] + ([WEIGHTS] if need_weights else [])
+    if not (directory / CONFIG).exists():
+        raise ModelDirError(f"{directory}: not a complete model directory, missing {CONFIG}")
+    kind = kind_of(directory)
+    needed = [*kind.tokenizer_files, CT2, *(kind.weight_files if need_weights else ())]
     missing = [name for name in needed if not (directory / name).exists()]
     if missing:
         raise ModelDirError(f"{directory}: not a complete model directory, missing {', '.join(missing)}")
-    config = read_json(directory / CONFIG)
-    if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
-        raise ModelDirError(f"{directory / CONFIG}: format {config.get('format')!r} version "
-                            f"{config.get('format_version')!r}; this rest reads {FORMAT!r} version {FORMAT_VERSION}")
     return directory
 
 
-def model_config(directory: str | os.PathLike):
-    """The ModelConfig stored in DIR/config.json."""
-    from rest_cli.models.native.transformer import ModelConfig
+def model_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The kind's config stored in DIR/config.json."""
+    return _config(Path(directory))["model"]
 
-    return ModelConfig.from_dict(read_json(Path(directory) / CONFIG)["model"])
+
+def state_files(directory: str | os.PathLike) -> list[Path]:
+    """The files that hold a model's weights and tokenizer: what a training run hashes of its parent."""
+    kind = kind_of(directory)
+    return [Path(directory) / name for name in (*kind.weight_files, *kind.tokenizer_files)]
 
 
 def training_info(directory: str | os.PathLike) -> dict[str, Any]:
@@ -74,85 +94,40 @@ def ctranslate2_dir(directory: str | os.PathLike) -> Path:
     return check_model_dir(directory, need_weights=False) / CT2
 
 
-def tokenizer_path(directory: str | os.PathLike) -> Path:
-    return Path(directory) / TOKENIZER
+def load_tokenizer(directory: str | os.PathLike):
+    """The tokenizer of a checked model directory."""
+    return kind_of(directory).tokenizer(check_model_dir(directory, need_weights=False))
 
 
-def load_model(directory: str | os.PathLike, device: str = "cpu"):
+def load_model(directory: str | os.PathLike, device: str = "cpu", dropout: float | None = None):
     """Rebuild the PyTorch model of DIR with its weights, on `device`, in eval mode."""
-    from safetensors.torch import load_model as load_weights
-
-    from rest_cli.models.native.transformer import Seq2SeqTransformer
-
     directory = check_model_dir(directory)
-    config = model_config(directory)
-    model = Seq2SeqTransformer.from_config(config)
-    vocab = _tokenizer_size(directory)
-    if vocab != config.vocab_size:
-        raise ModelDirError(f"{directory}: tokenizer has {vocab} pieces but the model expects {config.vocab_size}")
     try:
-        # load_model, not load_file: tied embeddings are stored once and re-tied here.
-        load_weights(model, str(directory / WEIGHTS), device=device)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise ModelDirError(f"{directory / WEIGHTS}: {err}") from None
-    return model.to(device).eval()
+        return kind_of(directory).load_model(directory, device, dropout)
+    except ModelLoadError as err:
+        raise ModelDirError(str(err)) from None
 
 
-def _tokenizer_size(directory: Path) -> int:
-    from rest_cli.models.native.tokenizer import Tokenizer
-
-    try:
-        return Tokenizer(directory / TOKENIZER).vocab_size
-    except (OSError, RuntimeError, ValueError) as err:
-        raise ModelDirError(f"{directory / TOKENIZER}: {err}") from None
-
-
-def save_model_dir(directory: str | os.PathLike, model, tokenizer_file: str | os.PathLike,
+def save_model_dir(directory: str | os.PathLike, model, tokenizer_folder: str | os.PathLike,
                    training: dict[str, Any]) -> Path:
-    """Write model, tokenizer, CTranslate2 export and training metadata to DIR, atomically."""
-    from safetensors.torch import save_model as save_weights
+    """Write model, tokenizer, CTranslate2 export and training metadata to DIR, whole or not at all.
 
-    from rest_cli.models.native.convert import export_ctranslate2
-    from rest_cli.models.native.tokenizer import Tokenizer
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    usual_permissions(tmp)
-    try:
-        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "rest_version": __version__,
-                  "model": model.config.to_dict()}
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        save_weights(model, str(tmp / WEIGHTS))
-        usual_permissions(tmp / WEIGHTS, 0o666)  # safetensors writes it private (0600)
-        shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
-        export_ctranslate2(model, model.config, Tokenizer(tmp / TOKENIZER).vocab_tokens(), tmp / CT2)
-        (tmp / TRAINING).write_text(json.dumps(training, indent=2) + "\n")
-        _replace_dir(tmp, directory)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):  # a full disk, say: name the directory, not the temporary one
-            raise OutputError(f"cannot write {directory}: {err.strerror or err}") from None
-        raise
-    return directory
-
-
-def usual_permissions(path: Path, mode: int = 0o777) -> None:
-    """Give `path` the permissions of a new file or folder (`mode` less the umask).
-
-    mkdtemp makes private (0700) folders; a model directory should read like any other.
+    `tokenizer_folder` holds the kind's tokenizer files (a model directory, or a run's work folder).
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(mode & ~umask)
+    kind = kind_of_model(model)
+    with replacing_dir(directory) as folder:
+        try:
+            _fill(folder, kind, model, Path(tokenizer_folder), training)
+        except OSError as err:  # a full disk, say: name the directory, not the temporary one
+            raise cannot_write(directory, err) from None
+    return Path(directory)
 
 
-def _replace_dir(tmp: Path, directory: Path) -> None:
-    # A rename cannot replace a non-empty directory: move the old one aside first, then drop it.
-    old = None
-    if directory.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-        directory.rename(old / directory.name)
-    tmp.rename(directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _fill(folder: Path, kind: PolicyKind, model, tokenizer_folder: Path, training: dict[str, Any]) -> None:
+    config = kind.save_model(model, tokenizer_folder, folder)
+    for name in kind.weight_files:  # safetensors writes them private (0600)
+        usual_permissions(folder / name, 0o666)
+    kind.converter(model, kind.tokenizer(folder)).convert(str(folder / CT2), force=True)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind.name, "rest_version": __version__}
+    (folder / CONFIG).write_text(json.dumps({**header, "model": config}, indent=2) + "\n")
+    (folder / TRAINING).write_text(json.dumps(training, indent=2) + "\n")

@@ -14,9 +14,8 @@ import numpy as np
 import orjson
 import torch
 
-from rest_cli.models.native.tokenizer import PAD_ID, Tokenizer
-from rest_cli.models.native.transformer import teacher_forcing
 from rest_cli.io.records import RecordReader
+from rest_cli.models.base import Batch, PolicyKind, Tokenizer
 
 _CHUNK = 16384  # records sorted together: long enough to bucket well, short enough to keep batches varied
 _ENCODE_CHUNK = 8192
@@ -48,15 +47,18 @@ class DataStats:
     sha256: str = ""  # of the (src, target, weight) triples, so a resumed run can tell it has the same data
 
 
-def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (0, 1)) -> tuple[list[Pair], DataStats]:
+def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (0, 1),
+               fields: tuple[tuple[str, ...], tuple[str, ...]] = (("src",), ("hyp", "ref", "weight")),
+               ) -> tuple[list[Pair], DataStats]:
     """Read the training pairs of a JSONL file (or '-'), dropping weight-0 records.
 
     The target is `hyp` if present, else `ref`; a record with neither, or a negative weight,
     is an InputError at its line (counted instead with `skip_invalid`). With `share=(k, n)`
     only pairs k, k + n, k + 2n, ... are kept (a rank's slice under torchrun); every record is
-    still checked, counted and hashed.
+    still checked, counted and hashed. `fields` are the (required, optional) fields the
+    objective reads, checked on every record.
     """
-    reader = RecordReader(path, required=["src"], optional=["hyp", "ref", "weight"], skip_invalid=skip_invalid,
+    reader = RecordReader(path, required=fields[0], optional=fields[1], skip_invalid=skip_invalid,
                           needed_by="finetune")
     stats, pairs, digest, seen = DataStats(reader.name), [], hashlib.sha256(), 0
     for record in reader:
@@ -147,7 +149,7 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
     return starts
 
 
-# --- Batches and loss ----------------------------------------------------------------------
+# --- Batches ----------------------------------------------------------------------
 
 def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_tokens: int, seed: int = 0,
                  epoch: int = 0, shuffle: bool = True, chunk: int = _CHUNK) -> list[np.ndarray]:
@@ -179,34 +181,8 @@ def _fill(order: np.ndarray, src_lens: list[int], tgt_lens: list[int], budget: i
     return batches
 
 
-@dataclass
-class Batch:
-    """Tensors of one batch; `tokens` counts real source and trained target tokens."""
-
-    src: torch.Tensor  # [B, S]
-    tgt_in: torch.Tensor  # [B, T + 1], BOS first
-    labels: torch.Tensor  # [B, T + 1], EOS last unless the target was cut; PAD is not trained
-    weights: torch.Tensor  # [B]
-    tokens: int
-
-
-def collate(data: TokenizedPairs, indices: np.ndarray, device: torch.device | str = "cpu") -> Batch:
-    """The padded tensors of the records `indices`."""
-    src = torch.from_numpy(_pad(data.src, data.src_start, indices))
-    tgt = torch.from_numpy(_pad(data.tgt, data.tgt_start, indices))
-    tgt_in, labels = teacher_forcing(tgt)
-    cut = torch.from_numpy(data.cut[indices])
-    if cut.any():  # a truncated target does not end there: do not teach EOS
-        rows = cut.nonzero().squeeze(1)
-        labels[rows, tgt[rows].ne(PAD_ID).sum(dim=1)] = PAD_ID
-    tokens = int(src.ne(PAD_ID).sum() + labels.ne(PAD_ID).sum())
-    weights = torch.from_numpy(data.weights[indices])
-    return Batch(src.to(device), tgt_in.to(device), labels.to(device), weights.to(device), tokens)
-
-
-def _pad(flat: np.ndarray, starts: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    lengths = starts[indices + 1] - starts[indices]
-    out = np.full((len(indices), int(lengths.max(initial=0))), PAD_ID, dtype=np.int64)
-    for row, (i, n) in enumerate(zip(indices.tolist(), lengths.tolist())):
-        out[row, :n] = flat[starts[i]:starts[i] + n]
-    return out
+def collate(data: TokenizedPairs, indices: np.ndarray, kind: PolicyKind, device: torch.device | str = "cpu") -> Batch:
+    """The batch of the records `indices`, as the policy kind builds it."""
+    sources = [data.src[data.src_start[i]:data.src_start[i + 1]] for i in indices.tolist()]
+    targets = [data.tgt[data.tgt_start[i]:data.tgt_start[i + 1]] for i in indices.tolist()]
+    return kind.collate(sources, targets, data.cut[indices], data.weights[indices], device)

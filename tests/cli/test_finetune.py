@@ -11,14 +11,14 @@ import sys
 import pytest
 
 from rest_cli.cli import finetune as command
-from rest_cli.train.trainer import FinetuneOptions
+from rest_cli.train.options import FinetuneOptions
 from tests.helpers import REPO, rest, write_jsonl
 
 TINY = ["--preset", "tiny", "--vocab-size", "40", "--batch-tokens", "256", "--lr", "3e-3"]
 GOOD = [{"src": f"w{i % 7} w{i % 5}", "ref": f"w{i % 5} w{i % 7}"} for i in range(40)]
 
 
-def test_cli_defaults_are_the_library_defaults():
+def test_every_library_option_is_a_cli_option_with_its_default():
     parameters = inspect.signature(command.finetune).parameters
     for field in dataclasses.fields(FinetuneOptions):
         assert parameters[field.name].default == field.default, field.name

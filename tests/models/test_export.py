@@ -7,7 +7,8 @@ import torch
 
 from rest_cli.models.native.convert import export_ctranslate2
 from rest_cli.models.native.tokenizer import BOS, EOS, PAD, UNK
-from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset, pad_batch
+from rest_cli.models.native.config import config_from_preset
+from rest_cli.models.native.transformer import Seq2SeqTransformer, pad_batch
 
 VOCAB = [PAD, UNK, BOS, EOS] + [f"w{i}" for i in range(60)]
 SHAPES = {
@@ -50,34 +51,34 @@ def max_logprob_delta(model, model_dir, compute_type, srcs, tgts):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_float32_export_matches_pytorch(tmp_path, shape):
     model = random_model(**SHAPES[shape])
-    out = export_ctranslate2(model, model.config, VOCAB, tmp_path / "ct2")
+    out = export_ctranslate2(model, VOCAB, tmp_path / "ct2")
     assert max_logprob_delta(model, out, "float32", *random_batch()) < 1e-4
 
 
 def test_long_sequences_match(tmp_path):
     """Positions far from the start check the sinusoidal formula, not just its first rows."""
     model = random_model(tie_embeddings=True)
-    out = export_ctranslate2(model, model.config, VOCAB, tmp_path / "ct2")
+    out = export_ctranslate2(model, VOCAB, tmp_path / "ct2")
     assert max_logprob_delta(model, out, "float32", *random_batch(rows=2, max_len=300)) < 1e-4
 
 
 def test_int8_export_loads_and_scores(tmp_path):
     model = random_model(**SHAPES["2+2-4heads-gelu"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = export_ctranslate2(model, model.config, VOCAB, tmp_path / "ct2", quantization="int8")
+    out = export_ctranslate2(model, VOCAB, tmp_path / "ct2", quantization="int8")
     # Quantization works in place on the spec's arrays; it must not reach the model's parameters.
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert max_logprob_delta(model, out, "int8", *random_batch()) < 0.15  # measured 0.077; a wrong weight gives > 1
 
 
-def test_export_from_state_dict_is_atomic(tmp_path):
+def test_export_is_whole_or_nothing(tmp_path):
     model = random_model()
-    out = export_ctranslate2(model.state_dict(), model.config.to_dict(), VOCAB, tmp_path / "ct2")
-    assert (out / "model.bin").exists()
-    with pytest.raises(FileExistsError):
-        export_ctranslate2(model, model.config, VOCAB, out)
+    out = export_ctranslate2(model, VOCAB, tmp_path / "ct2")
+    first = (out / "model.bin").read_bytes()
     with pytest.raises(ValueError, match="vocabulary"):
-        export_ctranslate2(model, model.config, VOCAB[:-1], tmp_path / "bad")
+        export_ctranslate2(model, VOCAB[:-1], out)
+    assert (out / "model.bin").read_bytes() == first  # a failed export leaves the previous one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]  # no temporary or partial directories
-    export_ctranslate2(model, model.config, VOCAB, out, overwrite=True)
-    assert max_logprob_delta(model, out, "float32", *random_batch()) < 1e-4
+    export_ctranslate2(random_model(seed=1), VOCAB, out)
+    assert (out / "model.bin").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]

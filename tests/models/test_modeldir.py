@@ -6,7 +6,8 @@ import torch
 from rest_cli.models.modeldir import (ModelDirError, check_model_dir, ctranslate2_dir, load_model,
                                       save_model_dir, training_info)
 from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
-from rest_cli.models.native.transformer import Seq2SeqTransformer, config_from_preset, pad_batch
+from rest_cli.models.native.config import config_from_preset
+from rest_cli.models.native.transformer import Seq2SeqTransformer, pad_batch
 
 TEXTS = [f"{a} {b} {c}" for a in ("eins", "zwei", "drei", "one", "two") for b in ("hund", "dog", "katze")
          for c in ("läuft", "runs", "sits", "sitzt")] * 3
@@ -18,7 +19,7 @@ def saved(tmp_path_factory):
     spm = train_tokenizer(TEXTS, tmp / "spm", vocab_size=40)
     torch.manual_seed(0)
     model = Seq2SeqTransformer.from_config(config_from_preset("tiny", Tokenizer(spm).vocab_size, dropout=0.0))
-    directory = save_model_dir(tmp / "model", model, spm, {"steps": 0, "parent": None})
+    directory = save_model_dir(tmp / "model", model, spm.parent, {"steps": 0, "parent": None})
     return model.eval(), directory
 
 
@@ -36,7 +37,7 @@ def test_round_trip_keeps_weights_ties_and_metadata(saved):
 
 def test_saving_again_replaces_the_directory(saved, tmp_path):
     model, directory = saved
-    save_model_dir(directory, model, directory / "spm.model", {"steps": 1})
+    save_model_dir(directory, model, directory, {"steps": 1})
     assert training_info(directory) == {"steps": 1}
     assert sorted(p.name for p in directory.parent.iterdir()) == ["model", "spm.model"]
 

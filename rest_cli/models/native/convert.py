@@ -1,70 +1,45 @@
-"""Export a Seq2SeqTransformer to a CTranslate2 model directory.
+"""The native Transformer to CTranslate2: a converter in CTranslate2's own style.
 
-The mapping targets CTranslate2's pre-norm TransformerSpec, which computes the same network as
-transformer.py. Positions use CTranslate2's built-in sinusoidal encoding (no `position_encodings`
-table is stored): transformer.py computes the same formula, and the built-in encoding has no
-length cap, so sources and decodes may be as long as the caller likes.
+NativeConverter only maps weights into CTranslate2's pre-norm TransformerSpec, which computes the
+same network as transformer.py; validation, quantization and saving are CTranslate2's
+(`Converter.convert`). Positions use CTranslate2's built-in sinusoidal encoding (no
+`position_encodings` table is stored): transformer.py computes the same formula, and the built-in
+encoding has no length cap, so sources and decodes may be as long as the caller likes.
+ctranslate2 is imported only when a converter is made: only the commands that export pay for it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from rest_cli.models.modeldir import usual_permissions
+from rest_cli.io.atomic import replacing_dir
 from rest_cli.models.native.tokenizer import BOS, EOS, UNK
-from rest_cli.models.native.transformer import ModelConfig, Seq2SeqTransformer
+from rest_cli.models.native.transformer import Seq2SeqTransformer
 
 
-def export_ctranslate2(
-    model_or_state: Seq2SeqTransformer | dict[str, torch.Tensor],
-    config: ModelConfig | dict,
-    vocab_tokens: list[str],
-    out_dir: str | os.PathLike,
-    quantization: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a CTranslate2 model for a trained model (or its state dict with `config`) to `out_dir`.
+def native_converter(model: Seq2SeqTransformer, vocab_tokens: list[str]):
+    """A ctranslate2.converters.Converter for `model`; `vocab_tokens` is its vocabulary in id order."""
+    from ctranslate2.converters import Converter
 
-    `config` only rebuilds a state dict; a model brings its own.
-    `vocab_tokens` is the shared vocabulary in id order (Tokenizer.vocab_tokens()).
+    class NativeConverter(Converter):
+        def _load(self):
+            return _build_spec(model, vocab_tokens)
+
+    return NativeConverter()
+
+
+def export_ctranslate2(model: Seq2SeqTransformer, vocab_tokens: list[str], out_dir: str | os.PathLike,
+                       quantization: str | None = None) -> Path:
+    """Write the CTranslate2 model of `model` to `out_dir`, whole or not at all (replacing what is there).
+
     `quantization` is any CTranslate2 weight type, e.g. "int8"; None keeps float32.
-    The model is written to a temporary sibling directory and renamed into place, so a failed
-    export leaves nothing half-written. Returns `out_dir`.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists")
-    model = model_or_state if isinstance(model_or_state, Seq2SeqTransformer) else _from_state(model_or_state, config)
-    spec = _build_spec(model, vocab_tokens)
-    spec.validate()
-    spec.optimize(quantization=quantization)
-    _save_atomically(spec, out_dir)
-    return out_dir
-
-
-def _save_atomically(spec, out_dir: Path) -> None:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    usual_permissions(tmp)
-    try:
-        spec.save(str(tmp))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _from_state(state: dict[str, torch.Tensor], config: ModelConfig | dict) -> Seq2SeqTransformer:
-    model = Seq2SeqTransformer.from_config(config)
-    model.load_state_dict(state)
-    return model
+    with replacing_dir(out_dir) as folder:
+        native_converter(model, vocab_tokens).convert(str(folder), quantization=quantization, force=True)
+    return Path(out_dir)
 
 
 def _build_spec(model: Seq2SeqTransformer, vocab_tokens: list[str]):

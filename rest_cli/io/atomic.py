@@ -1,0 +1,137 @@
+"""The one way `rest` writes a file or a directory: so that it appears whole, or not at all.
+
+Everything is written under a temporary name beside its destination (`.NAME.XXXXXX.tmp`,
+created exclusively, so a name planted there in advance is never written through), flushed to
+disk with fsync, then renamed over the destination, and the folder is synced so the rename
+itself survives a crash. On any error or interruption the temporary file or folder is removed
+and the destination keeps what it held. OSErrors become one-line OutputErrors naming the
+destination, not the temporary name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from rest_cli.errors import OutputError
+
+
+def _temporary_name(path: Path) -> tuple[int, Path]:
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return descriptor, Path(name)
+
+
+def cannot_write(path: str | os.PathLike, err: OSError) -> OutputError:
+    """The one-line error for an OSError met while writing `path`."""
+    return OutputError(f"cannot write {path}: {err.strerror or err}")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable; some file systems cannot sync a folder, which is harmless."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+@contextlib.contextmanager
+def replacing_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary file to write `path`'s new contents into; it replaces `path` when the block ends well."""
+    path = Path(path)
+    try:
+        descriptor, tmp = _temporary_name(path)
+    except OSError as err:
+        raise cannot_write(path, err) from None
+    os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes it private; an output reads like any file
+    handle = open(descriptor, "wb")  # open(), not os.fdopen: tests give it a full disk through this name
+    try:
+        yield handle
+        try:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(tmp, path)
+        except OSError as err:  # only our own steps: an error of the caller's is not a write error
+            raise cannot_write(path, err) from None
+    finally:
+        # On a full disk closing fails again, flushing what is still buffered: ignored, so the
+        # first error is the one reported and the temporary file still goes.
+        with contextlib.suppress(OSError, ValueError):
+            handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _sync_folder(path.parent)
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write a small whole file (a report, a curve, a run's metadata)."""
+    with replacing_file(path) as out:
+        try:
+            out.write(data)
+        except OSError as err:
+            raise cannot_write(path, err) from None
+
+
+def usual_permissions(path: Path, mode: int = 0o777) -> None:
+    """Give `path` the permissions of a new file or folder (`mode` less the umask).
+
+    mkdtemp and mkstemp make private files and folders; what `rest` writes should read like any other.
+    """
+    path.chmod(mode & ~_umask())
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextlib.contextmanager
+def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """An empty folder to fill with `path`'s new contents; it replaces `path` whole when the block ends well."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        usual_permissions(tmp)
+    except OSError as err:
+        raise cannot_write(path, err) from None
+    try:
+        yield tmp
+        try:
+            _sync_tree(tmp)
+            _swap_in(tmp, path)
+        except OSError as err:
+            raise cannot_write(path, err) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _sync_folder(path.parent)
+
+
+def _sync_tree(folder: Path) -> None:
+    """fsync every file below `folder` (written by libraries that do not sync: safetensors, CTranslate2)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            descriptor = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    # A rename cannot replace a non-empty folder: move the old one aside first, then drop it.
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
+        path.rename(old / path.name)
+    tmp.rename(path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

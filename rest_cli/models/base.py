@@ -1,0 +1,156 @@
+"""What a policy kind is: everything that differs between kinds of model, behind one small interface.
+
+A model directory names its kind in config.json. The rest of `rest` asks the kind, never the
+model class, for:
+  - the tokenizer (encode, decode, special ids);
+  - training batches built from tokenized records, and the forward pass to logits over them;
+  - building a new model (from scratch), loading and saving one;
+  - the converter to CTranslate2 (in CTranslate2's own style: a `Converter` whose `_load()` maps
+    the weights into a spec; validation, quantization and saving are CTranslate2's);
+  - which CTranslate2 engine decodes it: a `Translator` (encoder-decoder) or a `Generator`
+    (decoder-only).
+
+Kinds are registered by name and imported only when asked for; a kind's module imports torch
+and ctranslate2 inside the methods that need them, so `rest sample` and `rest --help` stay light.
+A new kind is a package under models/ with a class implementing PolicyKind, and a line in KINDS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from rest_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+# name -> "module:Class", imported on first use.
+KINDS: dict[str, str] = {
+    "native": "rest_cli.models.native.kind:NativeKind",
+}
+# The kind `rest finetune` builds when it trains from scratch.
+SCRATCH_KIND = "native"
+
+
+class ModelLoadError(ValueError):
+    """Weights or a tokenizer that cannot be read or do not fit the config (modeldir names the directory)."""
+
+
+class Tokenizer(Protocol):
+    """What training and sampling need of a tokenizer."""
+
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, without special tokens."""
+
+    def encode_pieces(self, texts: list[str]) -> list[list[str]]:
+        """Tokens per text as the CTranslate2 engine takes them."""
+
+    def decode(self, batch: list[list[int]] | list[list[str]]) -> list[str]:
+        """Texts from lists of ids or of tokens."""
+
+
+@dataclass
+class Batch:
+    """One training batch, whatever the kind: the kind's model inputs, and which token each position trains.
+
+    `labels[i, t]` is the token to predict at position t of row i; `mask` says which positions
+    are trained (padding, and for decoder-only models the prompt, are not). Objectives need
+    nothing else from the kind.
+    """
+
+    inputs: dict[str, torch.Tensor]  # keyword arguments of the kind's forward pass
+    labels: torch.Tensor  # [B, T] int64
+    mask: torch.Tensor  # [B, T] bool
+    weights: torch.Tensor  # [B] float32, each record's loss weight
+    tokens: int  # real input and trained tokens, for throughput
+
+
+class PolicyKind(ABC):
+    """One kind of policy. Instances hold no state: one per kind is enough."""
+
+    name: ClassVar[str]
+    engine: ClassVar[str]  # "translator" (encoder-decoder) or "generator" (decoder-only)
+    weight_files: ClassVar[tuple[str, ...]]  # in the model directory
+    tokenizer_files: ClassVar[tuple[str, ...]]
+
+    # --- tokenizer ---
+    @abstractmethod
+    def tokenizer(self, directory: str | os.PathLike) -> Tokenizer:
+        """The tokenizer of a model directory (or of a folder holding its tokenizer files)."""
+
+    def train_tokenizer(self, texts: list[str], folder: Path, vocab_size: int, seed: int) -> Path:
+        """Train a tokenizer for a new model into `folder`; return the folder to load it from."""
+        raise UsageError(f"policies of kind {self.name!r} cannot be trained from scratch: give --init")
+
+    # --- models ---
+    def check_new_model(self, shape: dict[str, Any]) -> None:
+        """Refuse (UsageError) a shape for `new_model` that cannot be built."""
+        raise UsageError(f"policies of kind {self.name!r} cannot be trained from scratch: give --init")
+
+    def new_model(self, vocab_size: int, shape: dict[str, Any]) -> torch.nn.Module:
+        """A freshly initialised model (torch's seed decides the weights)."""
+        raise UsageError(f"policies of kind {self.name!r} cannot be trained from scratch: give --init")
+
+    @abstractmethod
+    def load_model(self, directory: Path, device: str = "cpu", dropout: float | None = None) -> torch.nn.Module:
+        """The model of a checked directory, on `device`, in eval mode; `dropout` replaces the saved rate."""
+
+    @abstractmethod
+    def save_model(self, model: torch.nn.Module, tokenizer_folder: Path, directory: Path) -> dict[str, Any]:
+        """Write weights and tokenizer files into `directory`; return the config to keep in config.json."""
+
+    @abstractmethod
+    def holds(self, model: torch.nn.Module) -> bool:
+        """Whether `model` is a model of this kind."""
+
+    @abstractmethod
+    def max_positions(self, config: dict[str, Any]) -> int:
+        """The longest sequence (source, or target plus its start token) the PyTorch model accepts."""
+
+    # --- training ---
+    @abstractmethod
+    def collate(self, sources: list[np.ndarray], targets: list[np.ndarray], truncated: np.ndarray,
+                weights: np.ndarray, device: torch.device | str) -> Batch:
+        """The batch of these records: token ids per side, which targets were cut (no end token to learn)."""
+
+    @abstractmethod
+    def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """Logits [B, T, V] at the positions of `batch.labels` (model may be wrapped, e.g. in DDP)."""
+
+    # --- export ---
+    @abstractmethod
+    def converter(self, model: torch.nn.Module, tokenizer: Tokenizer):
+        """A ctranslate2.converters.Converter for this model."""
+
+
+_loaded: dict[str, PolicyKind] = {}
+
+
+def get_kind(name: str) -> PolicyKind:
+    """The kind registered as `name`."""
+    if name not in KINDS:
+        raise UsageError(f"unknown policy kind {name!r}; known kinds: {', '.join(sorted(KINDS))}")
+    if name not in _loaded:
+        module, _, cls = KINDS[name].partition(":")
+        _loaded[name] = getattr(importlib.import_module(module), cls)()
+    return _loaded[name]
+
+
+def kind_of_model(model: Any) -> PolicyKind:
+    """The kind a PyTorch model belongs to."""
+    for name in KINDS:
+        kind = get_kind(name)
+        if kind.holds(model):
+            return kind
+    raise TypeError(f"no policy kind holds a {type(model).__name__}")

@@ -1,0 +1,106 @@
+"""The settings of a training run: defaults, checks, and the defaults that depend on the mode.
+
+No torch here: `rest finetune --help` takes its defaults from this one place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+
+from rest_cli.errors import UsageError
+from rest_cli.models.base import SCRATCH_KIND, get_kind
+from rest_cli.train.objectives import objective_names
+
+# Options that do not change the weights: a run may resume with other values.
+NOT_FINGERPRINTED = {"threads", "device", "checkpoint_every", "log_every", "skip_invalid"}
+
+
+@dataclass
+class FinetuneOptions:
+    """Settings of one training run; None means "the default for this mode" (see resolve_options)."""
+
+    # The model, from scratch only: a preset, optional shape overrides and the tokenizer's size.
+    preset: str | None = None  # tiny / small / base / iwslt; "base" when None
+    d_model: int | None = None
+    layers: int | None = None  # encoder and decoder layers each
+    heads: int | None = None
+    ffn_dim: int | None = None
+    vocab_size: int | None = None  # upper bound on SentencePiece pieces; 8000 when None
+    dropout: float | None = None  # None keeps the preset's (0.1) or the parent's
+    # Optimisation.
+    objective: str = "nll"  # the Improve loss, by name (rest_cli/train/objectives)
+    lr: float = 5e-4  # peak rate; the ReST loop passes a lower one at each Improve step
+    warmup: int | None = None  # linear warmup steps, then inverse-sqrt decay; 0 = constant rate;
+    # None = 10% of the steps, at most 1000 (an Improve step of 400 steps warms up for 40)
+    steps: int | None = None  # wins over epochs when both are given
+    epochs: int | None = None
+    batch_tokens: int = 4096  # source + target tokens per batch, padding included
+    label_smoothing: float | None = None  # 0.1 from scratch, 0.0 from a parent (behaviour cloning)
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0  # 0 disables clipping
+    max_length: int = 256  # tokens kept per side; longer sources and targets are truncated
+    seed: int = 0
+    # Validation and early stopping.
+    valid_every: int = 500
+    patience: int | None = None  # stop after this many validations without improvement
+    # Running: none of these change the weights, so a run may resume with other values.
+    checkpoint_every: int = 200
+    log_every: int = 100
+    device: str = "auto"  # cuda when available, else cpu
+    bf16: bool | None = None  # autocast to bfloat16; None = on for CUDA that supports it
+    threads: int | None = None
+    skip_invalid: bool = False
+
+
+# Shape options of a new model, as the native kind's config names them.
+_SHAPE = {"d_model": "d_model", "layers": "enc_layers", "heads": "n_heads", "ffn_dim": "ffn_dim"}
+
+
+def resolve_options(options: FinetuneOptions, init_dir: str | os.PathLike | None = None) -> FinetuneOptions:
+    """Check the options against each other and fill in the mode-dependent defaults."""
+    shaping = [name for name in ("preset", "vocab_size", *_SHAPE) if getattr(options, name) is not None]
+    if init_dir is not None and shaping:
+        flags = ", ".join("--" + name.replace("_", "-") for name in shaping)
+        raise UsageError(f"{flags}: not with --init, which keeps the parent's model shape and tokenizer")
+    if options.steps is None and options.epochs is None:
+        raise UsageError("give --steps or --epochs")
+    if options.patience is not None and options.patience < 1:
+        raise UsageError(f"--patience must be at least 1, got {options.patience}")
+    if options.objective not in objective_names():
+        raise UsageError(f"unknown objective {options.objective!r}; choose from {', '.join(objective_names())}")
+    _check_ranges(options)
+    if init_dir is None:
+        get_kind(SCRATCH_KIND).check_new_model(new_model_shape(options))
+    scratch = init_dir is None
+    return replace(options, preset=(options.preset or "base") if scratch else None,
+                   vocab_size=(options.vocab_size or 8000) if scratch else None,
+                   label_smoothing=options.label_smoothing if options.label_smoothing is not None
+                   else (0.1 if scratch else 0.0))
+
+
+def _check_ranges(options: FinetuneOptions) -> None:
+    at_least_one = ("steps", "epochs", "batch_tokens", "max_length", "valid_every", "checkpoint_every",
+                    "log_every", "threads", "vocab_size", *_SHAPE)
+    for name in at_least_one:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if options.seed < 0:
+        raise UsageError(f"--seed must be at least 0, got {options.seed}")
+    bounded = (("dropout", options.dropout, 0.0, 1.0), ("label-smoothing", options.label_smoothing, 0.0, 1.0),
+               ("lr", options.lr, 0.0, math.inf), ("warmup", options.warmup, 0, math.inf))
+    for name, value, low, high in bounded:
+        if value is not None and not low <= value < high:
+            raise UsageError(f"--{name} must be in [{low:g}, {high:g}), got {value:g}")
+
+
+def new_model_shape(options: FinetuneOptions) -> dict:
+    """The shape options of a model trained from scratch, as the kind's `new_model` takes them."""
+    shape = {_SHAPE[k]: getattr(options, k) for k in _SHAPE if getattr(options, k) is not None}
+    if options.layers is not None:
+        shape["dec_layers"] = options.layers
+    if options.dropout is not None:
+        shape["dropout"] = options.dropout
+    return {"preset": options.preset, **shape}
