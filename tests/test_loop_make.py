@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from rest_cli.loop.layout import RunLayout
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
@@ -50,6 +51,19 @@ def test_every_artefact_is_on_disk(finished_run):
         assert (run / path).exists(), path
     training = json.loads((run / "g1" / "i1" / "model" / "training.json").read_text())
     assert str(run / "g0" / "model") in json.dumps(training)  # the Improve step started from BC
+
+
+def test_the_layout_module_names_what_rest_mk_wrote(finished_run):
+    run, _ = finished_run
+    layout = RunLayout(run)
+    assert layout.step_names() == ["bc", "g1-i1", "g1-i2"]
+    for name in layout.step_names():
+        assert layout.valid_report(name).exists() and layout.test_report(name).exists(), name
+        assert layout.model(name).is_dir() or layout.skipped_mark(name).exists(), name
+    assert layout.candidates(1).exists() and layout.policy_file(1).exists()
+    assert [p.stem for p in layout.control_reports()] == ["control-converged", "control-more"]
+    assert [p.stem for p in layout.curves()] == ["bc", "final"]
+    assert all(layout.results(suffix).exists() for suffix in ("md", "json", "png"))
 
 
 def test_the_sharded_grow_step_holds_every_source_once(finished_run):

@@ -11,7 +11,8 @@ import typer
 
 from rest_cli.select.bestofn import BestOfNStats, best_of_n, best_of_n_curve
 from rest_cli.errors import UsageError
-from rest_cli.io.records import Record, RecordReader, RecordWriter, iter_groups, write_atomic
+from rest_cli.io.atomic import write_file
+from rest_cli.io.records import Record, RecordReader, RecordWriter, iter_groups
 from rest_cli.rewards import Reward, build_reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
@@ -93,7 +94,7 @@ def _write_curve(curve: dict, output: str) -> None:
     if output == "-":
         sys.stdout.buffer.write(data)
     else:
-        write_atomic(output, data)
+        write_file(output, data)
 
 
 def _sampled(input: str, model: str, decode: DecodeOptions, engine: EngineOptions, scorer: Reward,

@@ -61,12 +61,13 @@ def report(run: Annotated[Path, typer.Argument(help="The run folder.")], reward:
     """Write RUN/results.md, results.json and results.png from a finished loop."""
     import json
 
-    from rest_cli.io.records import write_atomic
+    from rest_cli.io.atomic import write_file
+    from rest_cli.loop.layout import RunLayout
     from rest_cli.loop.report import collect, markdown, plot as draw
 
-    results = collect(run, reward)
-    write_atomic(str(run / "results.json"), (json.dumps(results, indent=2) + "\n").encode())
-    write_atomic(str(run / "results.md"), markdown(results).encode())
+    results, layout = collect(run, reward), RunLayout(run)
+    write_file(layout.results("json"), (json.dumps(results, indent=2) + "\n").encode())
+    write_file(layout.results("md"), markdown(results).encode())
     if plot:
-        draw(results, run / "results.png")
+        draw(results, layout.results("png"))
     print(markdown(results), end="")

@@ -17,7 +17,7 @@ from typing import IO, Any
 import orjson
 
 from rest_cli.errors import InputError, OutputError
-from rest_cli.io.atomic import replacing_file, write_file
+from rest_cli.io.atomic import replacing_file
 
 Record = dict[str, Any]
 STDIO = "-"
@@ -307,8 +307,3 @@ class RecordWriter:
         self._file.__exit__(type(exc), exc, exc.__traceback__)
         if exc_type is None:
             raise exc
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write a small whole file (a report, a curve) so that it appears complete or not at all."""
-    write_file(path, data)

@@ -1,18 +1,16 @@
 """The results of a ReST run: a table (Markdown and JSON) and a plot, from the files rest.mk leaves.
 
-Layout read (see rest.mk): `g0/valid.json`, `gG/iI/valid.json` (validation `rest eval` reports),
-`gG/iI/skipped` (an Improve step skipped because validation reward stopped rising),
-`test/NAME.json` (test-set `rest eval` reports: bc, gG-iI, control-*), `bon/NAME.json`
-(Best-of-N curves from `rest bestofn --curve`).
+Where those files are is loop/layout.py's to say: validation and test `rest eval` reports per
+policy, the marks of skipped Improve steps, and the Best-of-N curves of `rest bestofn --curve`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-_STEP = re.compile(r"g(\d+)-i(\d+)$")
+from rest_cli.io.atomic import replacing_file
+from rest_cli.loop.layout import RunLayout
 
 
 def _load(path: Path) -> dict | None:
@@ -29,25 +27,14 @@ def _figures(report: dict | None, reward: str) -> dict:
             "bleu": result.get("bleu"), "chrf": result.get("chrf")}
 
 
-def _step_names(run: Path) -> list[str]:
-    names = [p.stem for p in (run / "test").glob("g*-i*.json")]
-    return ["bc"] + sorted(names, key=lambda n: tuple(map(int, _STEP.match(n).groups())))
-
-
-def _step_dir(run: Path, name: str) -> Path:
-    """Where a policy's step lives: bc in g0/, "g1-i2" in g1/i2/."""
-    return run / "g0" if name == "bc" else run.joinpath(*name.split("-"))
-
-
 def collect(run: Path, reward: str) -> dict:
     """Every policy's validation and test figures, in loop order, plus controls and curves."""
-    rows = []
-    for name in _step_names(run):
-        valid_path, skipped = _step_dir(run, name) / "valid.json", (_step_dir(run, name) / "skipped").exists()
-        rows.append({"policy": name, "skipped": skipped, "valid": _figures(_load(valid_path), reward),
-                     "test": _figures(_load(run / "test" / f"{name}.json"), reward)})
-    controls = [{"policy": p.stem, "test": _figures(_load(p), reward)} for p in sorted((run / "test").glob("control-*.json"))]
-    curves = {p.stem: _load(p) for p in sorted((run / "bon").glob("*.json"))} if (run / "bon").exists() else {}
+    layout = RunLayout(run)
+    rows = [{"policy": name, "skipped": layout.skipped_mark(name).exists(),
+             "valid": _figures(_load(layout.valid_report(name)), reward),
+             "test": _figures(_load(layout.test_report(name)), reward)} for name in layout.step_names()]
+    controls = [{"policy": p.stem, "test": _figures(_load(p), reward)} for p in layout.control_reports()]
+    curves = {p.stem: _load(p) for p in layout.curves()}
     return {"run": str(run), "reward": reward, "steps": rows, "controls": controls, "best_of_n": curves}
 
 
@@ -93,5 +80,6 @@ def plot(results: dict, path: Path) -> None:
     bon_axis.set(title="Best-of-N on the test set", xlabel="N", ylabel="mean best reward", xscale="log")
     bon_axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with replacing_file(path) as out:
+        figure.savefig(out, format="png", dpi=100)
     plt.close(figure)
