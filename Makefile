@@ -1,6 +1,7 @@
 # Set-up, tests, and the main job.
 #   make rest G=2 I=3   install if needed, then run the ReST loop (rest.mk) on the offline demo
-#   make test           create .venv, install rest with its test extras, run the test suite
+#   make test           create .venv, install rest with its test extras, run the linter and the whole test suite
+#   make test-fast      the daily tier: lint, then the tests that start no process and train nothing long
 #   make install        only the set-up
 # Variables of the loop (G, I, N, REWARD, TRAIN, RUN, ...) are passed on to rest.mk.
 
@@ -10,7 +11,8 @@ VENV ?= .venv
 TORCH_CONSTRAINTS ?= constraints-cpu.txt
 BIN := $(VENV)/bin
 
-.PHONY: install test rest clean
+.PHONY: install test test-fast lint rest clean
+FAST := not subprocess and not make and not torchrun and not slow
 
 install: $(VENV)/.installed
 
@@ -19,8 +21,14 @@ $(VENV)/.installed: pyproject.toml $(TORCH_CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(TORCH_CONSTRAINTS) -e '.[dev,plot]'
 	touch $@
 
-test: install
+test: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "$(FAST)"
+
+lint: install
+	$(BIN)/ruff check rest_cli tests benchmarks
 
 rest: install
 	$(MAKE) -f rest.mk rest REST="$(abspath $(BIN))/rest"

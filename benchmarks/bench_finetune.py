@@ -63,8 +63,8 @@ import torch
 import torch.nn.functional as F
 
 from rest_cli.models import modeldir
-from rest_cli.models.native.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 from rest_cli.models.native.config import ModelConfig, config_from_preset
+from rest_cli.models.native.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 from rest_cli.models.native.transformer import Seq2SeqTransformer
 from rest_cli.train.data import TokenizedPairs, collate, load_pairs, make_batches, tokenize_pairs
 from rest_cli.train.trainer import FinetuneOptions, finetune, lr_factor, validation_loss

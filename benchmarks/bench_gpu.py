@@ -63,8 +63,19 @@ import orjson
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_finetune import LR, MULTI30K, SEED, build_parent, check_padding, load_texts, make_plan  # noqa: E402
-from bench_finetune import BareLoop, synchronizer, tokenized, write_jsonl  # noqa: E402
+from bench_finetune import (  # noqa: E402  # noqa: E402
+    LR,
+    MULTI30K,
+    SEED,
+    BareLoop,
+    build_parent,
+    check_padding,
+    load_texts,
+    make_plan,
+    synchronizer,
+    tokenized,
+    write_jsonl,
+)
 from bench_sample import build_model, load_sources  # noqa: E402
 
 from rest_cli.models import modeldir  # noqa: E402

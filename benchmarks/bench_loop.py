@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +188,7 @@ def table(title: str, groups: dict[str, list[float]], wall: float) -> list[dict]
 def grow_split(lines: list[Row]) -> list[dict]:
     """Each Grow pipe: sampler start-up, sampling (its own summary), scoring left after the sampler exited."""
     splits = []
-    for line in (l for l in lines if l.step == "Grow: sample | score"):
+    for line in (x for x in lines if x.step == "Grow: sample | score"):
         sample = next(c for c in line.children if subcommand(c.command) == "sample")
         score = next(c for c in line.children if subcommand(c.command) == "score")
         sampling = sample.sampling_s
@@ -218,7 +218,7 @@ def report_loop(lines: list[Row], wall: float) -> dict:
         by_line[line.step].append(line.seconds)
         for child in line.children:
             by_command[child.step].append(child.seconds)
-    print(f"\nmake rest: wall time {wall:.1f} s; recipe lines {sum(l.seconds for l in lines):.1f} s "
+    print(f"\nmake rest: wall time {wall:.1f} s; recipe lines {sum(x.seconds for x in lines):.1f} s "
           f"(the rest is make itself and its $(shell) calls at start-up)")
     return {"wall_s": round(wall, 2),
             "lines": table("By recipe line (step kind):", by_line, wall),

@@ -39,8 +39,8 @@ def build_model(directory: Path, texts: list[str], preset: str) -> Path:
     import torch
 
     from rest_cli.models.modeldir import save_model_dir
-    from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
     from rest_cli.models.native.config import config_from_preset
+    from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
     from rest_cli.models.native.transformer import Seq2SeqTransformer
 
     spm = train_tokenizer(texts, directory / "spm", vocab_size=8000)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rest_cli.models.modeldir import save_model_dir
-from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
 from rest_cli.models.native.config import config_from_preset
+from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
 from rest_cli.models.native.transformer import Seq2SeqTransformer
 
 WORDS = "eins zwei drei vier fünf hund katze haus one two three four five dog cat house".split()

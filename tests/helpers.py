@@ -6,7 +6,6 @@ from pathlib import Path
 
 import orjson
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -44,14 +44,15 @@ def test_expected_best_matches_brute_force_over_subsets():
 
 
 def test_curve_leaves_references_out_and_needs_enough_samples():
-    from rest_cli.select.bestofn import best_of_n_curve
     from rest_cli.errors import RestError
+    from rest_cli.select.bestofn import best_of_n_curve
     group = [{"id": 1, "reward": r, "origin": "sample"} for r in (0.0, 1.0)] + [{"id": 1, "reward": 1.0, "origin": "ref"}]
     assert best_of_n_curve([group], [1, 2]) == {"n": [1, 2], "mean_best_reward": [0.5, 1.0], "sources": 1}
     with pytest.raises(RestError, match="fewer than 4"):
         best_of_n_curve([group], [1, 4])
 
 
+@pytest.mark.subprocess
 def test_curve_through_the_cli(tmp_path):
     scored = write_jsonl(tmp_path / "s.jsonl", [{"id": i, "reward": r} for i in (1, 2) for r in (0.2, 0.6, 1.0)])
     result = rest("bestofn", "--curve", "1,3", str(scored), "-o", str(tmp_path / "curve.json"))
@@ -61,6 +62,7 @@ def test_curve_through_the_cli(tmp_path):
     assert rest("bestofn", "--curve", "0,x", str(scored)).returncode == 2
 
 
+@pytest.mark.subprocess
 def test_bestofn_scores_a_stream_with_the_shared_reward_options(tmp_path):
     stream = write_jsonl(tmp_path / "c.jsonl", [{"id": 1, "hyp": h} for h in ("ab", "abcd", "a")])
     (tmp_path / "lengths.py").write_text("def f(records):\n    return [len(r['hyp']) for r in records]\n")
@@ -69,6 +71,7 @@ def test_bestofn_scores_a_stream_with_the_shared_reward_options(tmp_path):
     assert [(r["hyp"], r["reward"]) for r in read_jsonl(best.stdout)] == [("abcd", 0.5)]
 
 
+@pytest.mark.subprocess
 def test_bestofn_honours_the_reward_timeout(tmp_path):
     stream = write_jsonl(tmp_path / "c.jsonl", [{"id": 1, "hyp": "a"}, {"id": 1, "hyp": "b"}])
     out = rest("bestofn", "-r", hanging_reward(tmp_path), "--reward-timeout", "0.3",
@@ -78,6 +81,7 @@ def test_bestofn_honours_the_reward_timeout(tmp_path):
     assert lines[0].startswith("rest bestofn: error: reward command ") and TIMED_OUT in lines[0]
 
 
+@pytest.mark.subprocess
 def test_bestofn_refuses_a_range_without_a_reward(tmp_path):
     scored = write_jsonl(tmp_path / "s.jsonl", [{"id": 1, "reward": 0.5}])
     out = rest("bestofn", "--reward-range", "0:1", str(scored))

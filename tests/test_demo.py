@@ -3,7 +3,14 @@ import statistics
 import orjson
 import pytest
 
-from rest_cli.demo.translation import NOISE_KINDS, SYSTEMATIC_TEMPLATE, DemoSpec, _swap_tens_and_units, demo_splits, spell
+from rest_cli.demo.translation import (
+    NOISE_KINDS,
+    SYSTEMATIC_TEMPLATE,
+    DemoSpec,
+    _swap_tens_and_units,
+    demo_splits,
+    spell,
+)
 from rest_cli.rewards.numbers import NumberMatch, spelled_digits
 from tests.helpers import read_jsonl, rest
 
@@ -69,6 +76,7 @@ def test_years_read_as_one_number():
     assert spelled_digits("nineteen ninety-nine", "en") == spelled_digits("neunzehnhundertneunundneunzig", "de") == "1999"
 
 
+@pytest.mark.subprocess
 def test_demo_data_command_writes_three_splits(tmp_path):
     result = rest("demo-data", str(tmp_path / "demo"), "--train", "50", "--valid", "10", "--test", "10")
     assert result.returncode == 0, result.stderr

@@ -23,9 +23,9 @@ from ctranslate2.converters import Converter
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from rest_cli.io import atomic, records
 from rest_cli.cli.main import app
 from rest_cli.errors import OutputError
+from rest_cli.io import atomic, records
 from rest_cli.models.modeldir import load_model, save_model_dir, training_info
 from tests.helpers import REPO, read_jsonl, write_jsonl
 
@@ -96,6 +96,7 @@ def test_full_disk_keeps_the_previous_output(full_disk, tmp_path, command, name)
     assert leftovers(tmp_path, "in.jsonl", name) == []
 
 
+@pytest.mark.subprocess
 def test_full_disk_on_stdout_is_one_line(tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", SCORED)
     with open("/dev/full", "wb") as full:

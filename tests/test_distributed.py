@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from rest_cli.train.distributed import World
 from rest_cli.train.data import load_pairs
+from rest_cli.train.distributed import World
 from tests.helpers import REPO, rest, write_jsonl
 
 WORDS = [("eins", "one"), ("zwei", "two"), ("drei", "three"), ("hund", "dog"), ("katze", "cat"), ("haus", "house")]
@@ -37,6 +37,7 @@ def test_each_rank_keeps_its_own_slice_of_the_pairs_and_counts_them_all(tmp_path
     assert World().share == (0, 1) and World(2, 3).share == (2, 3)
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("batch_tokens", ["400", "24"])  # 24: many one-row batches, so one rank has no row
 def test_two_process_ddp_matches_one_process(tmp_path, batch_tokens):
     train = write_jsonl(tmp_path / "train.jsonl", _pairs(200, 0))
@@ -68,6 +69,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, batch_tokens):
     assert sorted(os.listdir(tmp_path)) == ["ddp", "single", "train.jsonl", "valid.jsonl"]
 
 
+@pytest.mark.torchrun
 def test_more_processes_than_records_is_refused_by_every_rank(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [{"src": "eins", "ref": "one"}])
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -41,6 +41,7 @@ def test_compare_flags_reward_up_while_bleu_falls():
     assert not rows[1]["reward_hacking_suspected"]  # chrF fell by 0.5 only, under the 1.0 threshold
 
 
+@pytest.mark.subprocess
 def test_eval_command_json_and_comparison(random_model_dir, tmp_path):
     data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}, {"src": "zwei", "ref": "two"}])
     out = rest("eval", "-m", str(random_model_dir), "--compare", str(random_model_dir), "-r", "chrf",
@@ -54,6 +55,7 @@ def test_eval_command_json_and_comparison(random_model_dir, tmp_path):
     assert "rest eval" in out.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_eval_honours_the_reward_timeout(random_model_dir, tmp_path):
     data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}])
     out = rest("eval", "-m", str(random_model_dir), "-r", "chrf", "-r", hanging_reward(tmp_path),
@@ -62,6 +64,7 @@ def test_eval_honours_the_reward_timeout(random_model_dir, tmp_path):
     assert out.returncode == 1 and last.startswith("rest eval: error: reward command ") and TIMED_OUT in last
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("option", [["--reward-range", "0:1"], ["--calibrate", "cal.jsonl"]])
 def test_eval_refuses_one_range_for_several_rewards(random_model_dir, tmp_path, option):
     data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}])

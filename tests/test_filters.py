@@ -3,8 +3,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rest_cli.errors import UsageError
-from rest_cli.select.filters import FilterSpec, FilterStats, filter_group, filter_records, gamma_threshold
 from rest_cli.io.records import RecordReader
+from rest_cli.select.filters import FilterSpec, FilterStats, filter_group, filter_records, gamma_threshold
 from tests.helpers import write_jsonl
 
 

@@ -20,13 +20,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.main import get_command
 from typer.testing import CliRunner
-from unittest import mock
 
 from rest_cli.cli.main import app
 from tests.helpers import read_jsonl

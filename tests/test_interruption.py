@@ -13,13 +13,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from typer.testing import CliRunner
 
 from rest_cli.cli.main import app
 from rest_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 from tests.conftest import CORPUS
 from tests.helpers import REPO, read_jsonl, write_jsonl
+
+pytestmark = pytest.mark.subprocess  # real processes, stopped by real signals
 
 SLOW_REWARD = '''
 import os, time

@@ -13,7 +13,7 @@ import pytest
 from rest_cli.loop.layout import RunLayout
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+pytestmark = [pytest.mark.make, pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")]
 
 TINY = {
     "G": "1", "I": "2", "N": "2",

@@ -2,8 +2,10 @@ import json
 import shlex
 import sys
 
-from rest_cli.rewards import Reward, build_reward
+import pytest
+
 from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs
+from rest_cli.rewards import Reward, build_reward
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 
@@ -61,6 +63,7 @@ def test_perturbations_are_seeded_and_change_the_output():
     assert len(dropped) == 7 - 2  # 30% of 7 words, rounded
 
 
+@pytest.mark.subprocess
 def test_cli_fails_on_a_reward_that_misses_word_order(tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     numbers = rest("rmcheck", "--reward", "numbers", "--data", str(data))
@@ -73,6 +76,7 @@ def test_cli_fails_on_a_reward_that_misses_word_order(tmp_path):
     assert bad.returncode == 2 and "unknown perturbation(s) nonsense" in bad.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_cli_honours_the_reward_timeout(tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS[:2])
     out = rest("rmcheck", "-r", hanging_reward(tmp_path), "-d", str(data), "--reward-timeout", "0.3",
@@ -82,6 +86,7 @@ def test_cli_honours_the_reward_timeout(tmp_path):
     assert lines[0].startswith("rest rmcheck: error: reward command ") and TIMED_OUT in lines[0]
 
 
+@pytest.mark.subprocess
 def test_cli_takes_the_reward_from_a_config_file(tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     (tmp_path / "r.json").write_text(json.dumps({"reward": "chrf"}))

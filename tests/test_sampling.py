@@ -4,7 +4,7 @@ import torch
 from rest_cli.errors import UsageError
 from rest_cli.models.modeldir import load_model
 from rest_cli.models.native.transformer import pad_batch
-from rest_cli.sampling import DecodeOptions, EngineOptions, SampleStats, Sampler, with_ids
+from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats, with_ids
 
 SOURCES = [{"id": f"s{i}", "src": text, "ref": "one dog", "extra": i}
            for i, text in enumerate(["eins hund", "zwei katze haus", "drei", "", "vier fünf hund katze"])]

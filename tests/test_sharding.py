@@ -59,6 +59,7 @@ def _sample(model, sources, *args):
     return read_jsonl(result.stdout)
 
 
+@pytest.mark.subprocess
 def test_beam_shards_concatenate_to_the_unsharded_output(random_model_dir, tmp_path):
     sources = write_jsonl(tmp_path / "src.jsonl", SOURCES)
     whole = _sample(random_model_dir, sources, "-n", "2", "--beam", "2")
@@ -71,6 +72,7 @@ def test_beam_shards_concatenate_to_the_unsharded_output(random_model_dir, tmp_p
     assert [r["id"] for r in shards[1]] == [1, 1, 4, 4, 7, 7, 10, 10]  # ids of the whole input, groups kept
 
 
+@pytest.mark.subprocess
 def test_sampled_shards_hold_every_source_once_with_their_own_seeds(random_model_dir, tmp_path):
     sources = write_jsonl(tmp_path / "src.jsonl", SOURCES)
     whole = _sample(random_model_dir, sources, "-n", "3", "--include-ref")
@@ -83,6 +85,7 @@ def test_sampled_shards_hold_every_source_once_with_their_own_seeds(random_model
     assert one == whole
 
 
+@pytest.mark.subprocess
 def test_scored_shards_concatenate_to_the_unsharded_output(tmp_path):
     records = [{"id": i // 4, "hyp": f"one dog {i % 4}", "ref": "one dog 1"} for i in range(40)]
     path = write_jsonl(tmp_path / "c.jsonl", records)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from rest_cli.errors import InputError, RestError, UsageError
+from rest_cli.models.base import get_kind
 from rest_cli.models.modeldir import load_model, training_info
 from rest_cli.models.native.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from rest_cli.train.data import DataStats, Pair, collate, load_pairs, make_batches, tokenize_pairs
-from rest_cli.models.base import get_kind
 from rest_cli.train.objectives import get_objective
 from rest_cli.train.options import FinetuneOptions
 from rest_cli.train.run import finetune, partial_dir
@@ -58,6 +58,7 @@ def copy_model(tmp_path_factory):
     return tmp / "model", record
 
 
+@pytest.mark.slow  # trains the copy model (400 steps) first
 def test_a_tiny_model_learns_to_copy(copy_model):
     directory, record = copy_model
     losses = [loss for _, loss in record["train_loss"]]
@@ -71,6 +72,7 @@ def test_a_tiny_model_learns_to_copy(copy_model):
     assert not partial_dir(directory).exists()
 
 
+@pytest.mark.slow  # trains the copy model (400 steps) first
 def test_training_json_says_how_the_model_was_made(copy_model):
     directory, record = copy_model
     info = training_info(directory)
@@ -81,6 +83,7 @@ def test_training_json_says_how_the_model_was_made(copy_model):
     assert info["tokens_seen"] > 0 and info["wall_time_s"] > 0 and info["rest_version"]
 
 
+@pytest.mark.slow  # trains the copy model (400 steps) first
 def test_init_continues_the_parent_at_the_given_rate(copy_model, tmp_path):
     parent, _ = copy_model
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(50, seed=5))
@@ -93,6 +96,7 @@ def test_init_continues_the_parent_at_the_given_rate(copy_model, tmp_path):
     assert largest == pytest.approx(1e-4, rel=0.01)
 
 
+@pytest.mark.slow  # trains the copy model (400 steps) first
 def test_init_refuses_a_new_shape(copy_model, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(5))
     with pytest.raises(UsageError, match="--preset: not with --init"):

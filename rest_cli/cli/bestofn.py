@@ -9,15 +9,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from rest_cli.select.bestofn import BestOfNStats, best_of_n, best_of_n_curve
+from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+from rest_cli.cli.options import (
+    REWARD_RESTARTS,
+    REWARD_TIMEOUT,
+    CalibrateOpt,
+    RewardConfigOpt,
+    RewardRangeOpt,
+    RewardRestartsOpt,
+    RewardTimeoutOpt,
+    reward_options,
+)
 from rest_cli.errors import UsageError
 from rest_cli.io.atomic import write_file
 from rest_cli.io.records import Record, RecordReader, RecordWriter, iter_groups
 from rest_cli.rewards import Reward, build_reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions
-from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
-from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
-                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
+from rest_cli.select.bestofn import BestOfNStats, best_of_n, best_of_n_curve
 
 
 @handles_errors("bestofn")
@@ -100,7 +108,7 @@ def _write_curve(curve: dict, output: str) -> None:
 def _sampled(input: str, model: str, decode: DecodeOptions, engine: EngineOptions, scorer: Reward,
              skip_invalid: bool) -> tuple[RecordReader, Iterator[Record]]:
     """The reader of sources and the stream of candidates sampled for them."""
-    from rest_cli.sampling import SampleStats, Sampler, with_ids
+    from rest_cli.sampling import Sampler, SampleStats, with_ids
 
     needs = ["src"] + [f for f in scorer.needs if f not in ("hyp", "src")]
     reader = RecordReader(input, required=needs, optional=["id"], skip_invalid=skip_invalid,

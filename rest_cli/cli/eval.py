@@ -10,14 +10,23 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
+from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.options import (
+    REWARD_RESTARTS,
+    REWARD_TIMEOUT,
+    CalibrateOpt,
+    RewardConfigOpt,
+    RewardRangeOpt,
+    RewardRestartsOpt,
+    RewardTimeoutOpt,
+    reward_options,
+)
 from rest_cli.errors import InputError, UsageError
-from rest_cli.eval.evaluate import EvalPlan, compare as compare_results, evaluate_model
+from rest_cli.eval.evaluate import EvalPlan, evaluate_model
+from rest_cli.eval.evaluate import compare as compare_results
 from rest_cli.io.records import RecordReader
 from rest_cli.rewards import build_reward
 from rest_cli.sampling import DecodeOptions, EngineOptions, with_ids
-from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
-from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
-                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
 
 
 @handles_errors("eval")

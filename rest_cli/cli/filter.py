@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from rest_cli.select.filters import FilterSpec, FilterStats, filter_records
-from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+from rest_cli.io.records import RecordReader, RecordWriter
+from rest_cli.select.filters import FilterSpec, FilterStats, filter_records
 
 
 @handles_errors("filter")

@@ -63,7 +63,8 @@ def report(run: Annotated[Path, typer.Argument(help="The run folder.")], reward:
 
     from rest_cli.io.atomic import write_file
     from rest_cli.loop.layout import RunLayout
-    from rest_cli.loop.report import collect, markdown, plot as draw
+    from rest_cli.loop.report import collect, markdown
+    from rest_cli.loop.report import plot as draw
 
     results, layout = collect(run, reward), RunLayout(run)
     write_file(layout.results("json"), (json.dumps(results, indent=2) + "\n").encode())

@@ -9,11 +9,19 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
+from rest_cli.cli.common import SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.options import (
+    REWARD_RESTARTS,
+    REWARD_TIMEOUT,
+    CalibrateOpt,
+    RewardConfigOpt,
+    RewardRangeOpt,
+    RewardRestartsOpt,
+    RewardTimeoutOpt,
+    reward_options,
+)
 from rest_cli.errors import InputError, UsageError
 from rest_cli.io.records import Record, RecordReader  # cli.common imports it anyway: no startup cost
-from rest_cli.cli.common import SkipInvalidOpt, handles_errors, report_skipped
-from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
-                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
 
 
 @handles_errors("rmcheck")
@@ -37,8 +45,8 @@ def rmcheck(
 
     Exits 1 when any check falls below --threshold, so it can gate a pipeline.
     """
-    from rest_cli.rewards import build_reward
     from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward
+    from rest_cli.rewards import build_reward
 
     unknown = set(perturbation or []) - set(PERTURBATIONS)
     if unknown:

@@ -8,12 +8,20 @@ from typing import Annotated, Optional
 
 import typer
 
+from rest_cli.cli.common import (
+    InputArg,
+    OutputOpt,
+    SkipInvalidOpt,
+    handles_errors,
+    log,
+    progress,
+    report_skipped,
+)
 from rest_cli.errors import UsageError
-from rest_cli.models.modeldir import ctranslate2_dir
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.io.resumable import ResumableOutput, file_identity
 from rest_cli.io.shards import Shard, derived_seed, shard_records
-from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, progress, report_skipped
+from rest_cli.models.modeldir import ctranslate2_dir
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model directory (from `rest finetune`).")]
 
@@ -51,7 +59,7 @@ def sample(
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Write N candidates per source record (`hyp`, `k`, `logprob`), grouped by source, in input order."""
-    from rest_cli.sampling import DecodeOptions, EngineOptions, SampleStats, Sampler, with_ids
+    from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats, with_ids
 
     decode = DecodeOptions(n=n, temperature=temperature, top_k=top_k, top_p=top_p, beam=beam,
                            max_length=max_length, max_input_length=max_input_length)

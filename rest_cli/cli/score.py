@@ -6,12 +6,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from rest_cli.io.records import RecordReader, RecordWriter
-from rest_cli.rewards import build_reward, reward_names, score_records
-from rest_cli.io.shards import Shard, shard_groups
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
-from rest_cli.cli.options import (REWARD_RESTARTS, REWARD_TIMEOUT, CalibrateOpt, RewardConfigOpt,
-                                  RewardRangeOpt, RewardRestartsOpt, RewardTimeoutOpt, reward_options)
+from rest_cli.cli.options import (
+    REWARD_RESTARTS,
+    REWARD_TIMEOUT,
+    CalibrateOpt,
+    RewardConfigOpt,
+    RewardRangeOpt,
+    RewardRestartsOpt,
+    RewardTimeoutOpt,
+    reward_options,
+)
+from rest_cli.io.records import RecordReader, RecordWriter
+from rest_cli.io.shards import Shard, shard_groups
+from rest_cli.rewards import build_reward, reward_names, score_records
 
 
 @handles_errors("score")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rest_cli.io.records import Record
 from rest_cli.rewards import Reward, score_records
-from rest_cli.sampling import DecodeOptions, EngineOptions, SampleStats, Sampler
+from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats
 
 GREEDY = DecodeOptions(n=1, beam=1)
 

@@ -30,7 +30,7 @@ class Reward(ABC):
     def signature(self) -> str:
         """Name, settings and versions: enough to reproduce the reward (sacrebleu style)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional to override: most rewards hold nothing)
         """Release what the reward holds (a child process, say). Most rewards hold nothing."""
 
     def __enter__(self) -> "Reward":

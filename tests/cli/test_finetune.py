@@ -24,6 +24,7 @@ def test_every_library_option_is_a_cli_option_with_its_default():
         assert parameters[field.name].default == field.default, field.name
 
 
+@pytest.mark.subprocess
 def test_a_messy_stream_trains_with_every_oddity_reported(tmp_path):
     records = GOOD[:20] + [
         {"src": "w1", "hyp": "w2", "ref": "ignored", "weight": 2.5},
@@ -49,6 +50,7 @@ def test_a_messy_stream_trains_with_every_oddity_reported(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("line, message", [
     (b'{"ref": "w1"}', "field 'src' is missing (finetune needs it)"),
     (b'{"src": "w1"}', "the record has neither 'hyp' nor 'ref'"),
@@ -65,6 +67,7 @@ def test_bad_records_stop_before_anything_is_written(tmp_path, line, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
     (["--preset", "huge", "--steps", "1"], "unknown preset 'huge'; choose from tiny, demo, small, base, iwslt"),
     (["--init", "parent", "--preset", "tiny", "--steps", "1"], "--preset: not with --init"),
@@ -77,6 +80,7 @@ def test_bad_options_exit_2(tmp_path, args, message):
     assert result.stderr.decode().startswith(f"rest finetune: error: {message}"), result.stderr
 
 
+@pytest.mark.subprocess
 def test_sigint_checkpoints_and_leaves_only_the_work_directory(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", GOOD)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -99,6 +103,7 @@ def test_sigint_checkpoints_and_leaves_only_the_work_directory(tmp_path):
     assert result.returncode == 2 and "delete it to start afresh" in result.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_help_does_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from rest_cli.cli.main import app; "
             "assert CliRunner().invoke(app, ['finetune', '--help']).exit_code == 0; "

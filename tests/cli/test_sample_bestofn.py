@@ -13,6 +13,7 @@ def sources(tmp_path):
     return write_jsonl(tmp_path / "src.jsonl", SOURCES)
 
 
+@pytest.mark.subprocess
 def test_sample_writes_grouped_candidates_and_reports_speed(random_model_dir, sources, tmp_path):
     out = tmp_path / "cands.jsonl.gz"
     result = rest("sample", "--model", str(random_model_dir), "-n", "4", "--max-length", "10", "--include-ref",
@@ -25,6 +26,7 @@ def test_sample_writes_grouped_candidates_and_reports_speed(random_model_dir, so
     assert "sources/s" in result.stderr.decode() and "tokens/s" in result.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_sample_score_filter_pipeline_and_bestofn_selector(random_model_dir, sources, tmp_path):
     sampled = rest("sample", "-m", str(random_model_dir), "-n", "3", "--max-length", "8", "--include-ref", str(sources))
     scored = rest("score", "-r", "chrf", input=sampled.stdout)
@@ -36,6 +38,7 @@ def test_sample_score_filter_pipeline_and_bestofn_selector(random_model_dir, sou
                                                                                       (2, 4, 1.0)]
 
 
+@pytest.mark.subprocess
 def test_bestofn_samples_scores_and_selects(random_model_dir, sources):
     result = rest("bestofn", "-m", str(random_model_dir), "-r", "chrf", "-n", "6", "--max-length", "8", str(sources))
     assert result.returncode == 0, result.stderr
@@ -44,6 +47,7 @@ def test_bestofn_samples_scores_and_selects(random_model_dir, sources):
     assert all(r["reward"] == r["reward_max"] >= r["reward_mean"] for r in best)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, stdin, code, message", [
     (["sample", "-m", "MODEL"], b'{"id": 1}\n', 3, "<stdin>:1: field 'src' is missing (rest sample needs it)"),
     (["sample", "-m", "MODEL"], b'{"src": ["eins"]}\n', 3, "<stdin>:1: field 'src' must be a string"),
@@ -61,6 +65,7 @@ def test_bad_input_and_options(random_model_dir, args, stdin, code, message):
     assert not any("Traceback" in line for line in lines)
 
 
+@pytest.mark.subprocess
 def test_parallel_workers_warn_that_samples_are_not_reproducible(random_model_dir, sources):
     result = rest("sample", "-m", str(random_model_dir), "--max-length", "6", "--threads", "1", "--inter-threads", "2",
                   str(sources))

@@ -8,6 +8,7 @@ import sys
 import time
 
 import orjson
+import pytest
 
 from tests.helpers import REPO, read_jsonl, rest, write_jsonl
 
@@ -20,6 +21,7 @@ def _sample_args(model, out, n=3):
     return ["sample", "-m", str(model), "-n", str(n), "--include-ref", "--max-length", "6", "--resume", "-o", str(out)]
 
 
+@pytest.mark.subprocess
 def test_resume_without_interruption_writes_what_a_plain_run_writes(random_model_dir, tmp_path):
     sources = write_jsonl(tmp_path / "src.jsonl", [{"src": f"zwei katze {i}"} for i in range(20)])
     plain = rest("sample", "-m", str(random_model_dir), "--max-length", "6", str(sources), "-o",
@@ -32,6 +34,7 @@ def test_resume_without_interruption_writes_what_a_plain_run_writes(random_model
     assert sorted(os.listdir(tmp_path)) == ["plain.jsonl.gz", "resumed.jsonl.gz", "src.jsonl"]
 
 
+@pytest.mark.subprocess
 def test_a_killed_run_resumes_without_losing_or_repeating_sources(random_model_dir, tmp_path):
     out, total = tmp_path / "cands.jsonl", 6000
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -66,6 +69,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_sources(random_model_d
     assert not partial.exists() and not (tmp_path / "cands.jsonl.partial.json").exists()
 
 
+@pytest.mark.subprocess
 def test_resume_with_other_options_is_refused(random_model_dir, tmp_path):
     out = tmp_path / "c.jsonl"
     (tmp_path / "c.jsonl.partial").write_bytes(b"")
@@ -76,11 +80,13 @@ def test_resume_with_other_options_is_refused(random_model_dir, tmp_path):
     assert (tmp_path / "c.jsonl.partial.json").read_bytes() == b'{"decode": {"n": 99}}'  # left for the user
 
 
+@pytest.mark.subprocess
 def test_resume_needs_a_file(random_model_dir):
     result = rest("sample", "-m", str(random_model_dir), "--resume", input=_sources(1))
     assert result.returncode == 2 and "--resume needs -o FILE" in result.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_a_damaged_run_description_is_one_clear_error(random_model_dir, tmp_path):
     out = tmp_path / "c.jsonl"
     (tmp_path / "c.jsonl.partial").write_bytes(b"")

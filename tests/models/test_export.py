@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from rest_cli.models.native.config import config_from_preset
 from rest_cli.models.native.convert import export_ctranslate2
 from rest_cli.models.native.tokenizer import BOS, EOS, PAD, UNK
-from rest_cli.models.native.config import config_from_preset
 from rest_cli.models.native.transformer import Seq2SeqTransformer, pad_batch
 
 VOCAB = [PAD, UNK, BOS, EOS] + [f"w{i}" for i in range(60)]
@@ -30,14 +30,17 @@ def random_model(seed=0, **overrides):
 
 def random_batch(rows=8, max_len=20, seed=0):
     rng = random.Random(seed)
-    seq = lambda: [rng.randrange(4, len(VOCAB)) for _ in range(rng.randint(1, max_len))]
+
+    def seq():
+        return [rng.randrange(4, len(VOCAB)) for _ in range(rng.randint(1, max_len))]
     return [seq() for _ in range(rows)], [seq() for _ in range(rows)]
 
 
 def max_logprob_delta(model, model_dir, compute_type, srcs, tgts):
     """Largest |CTranslate2 - PyTorch| per-token log-prob, EOS included."""
     translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type)
-    pieces = lambda seqs: [[VOCAB[i] for i in s] for s in seqs]
+    def pieces(seqs):
+        return [[VOCAB[i] for i in s] for s in seqs]
     results = translator.score_batch(pieces(srcs), pieces(tgts))
     with torch.no_grad():
         expected = model.token_logprobs(pad_batch(srcs), pad_batch(tgts)).numpy()

@@ -3,10 +3,16 @@ import json
 import pytest
 import torch
 
-from rest_cli.models.modeldir import (ModelDirError, check_model_dir, ctranslate2_dir, load_model,
-                                      save_model_dir, training_info)
-from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
+from rest_cli.models.modeldir import (
+    ModelDirError,
+    check_model_dir,
+    ctranslate2_dir,
+    load_model,
+    save_model_dir,
+    training_info,
+)
 from rest_cli.models.native.config import config_from_preset
+from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer
 from rest_cli.models.native.transformer import Seq2SeqTransformer, pad_batch
 
 TEXTS = [f"{a} {b} {c}" for a in ("eins", "zwei", "drei", "one", "two") for b in ("hund", "dog", "katze")

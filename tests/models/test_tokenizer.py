@@ -10,7 +10,8 @@ WORDS = "the a cat dog bird sat ran flew on under over mat tree house red blue b
 
 def corpus(n=200, seed=0):
     rng = random.Random(seed)
-    sentence = lambda: " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) + f" {rng.randint(0, 99)}."
+    def sentence():
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))) + f" {rng.randint(0, 99)}."
     return [sentence() for _ in range(n)]
 
 

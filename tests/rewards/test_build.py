@@ -6,8 +6,7 @@ import re
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.rewards import Reward, build_reward, score_records
-from rest_cli.rewards import build
+from rest_cli.rewards import Reward, build, build_reward, score_records
 from rest_cli.rewards.composite import Composite
 from rest_cli.rewards.spec import parse_spec
 

@@ -242,6 +242,7 @@ def records(tmp_path):
     return write_jsonl(tmp_path / "in.jsonl", [{"id": i, "hyp": "x" * i} for i in range(5)])
 
 
+@pytest.mark.subprocess
 def test_score_recovers_from_a_crash_and_writes_every_record_in_order(records, tmp_path):
     scorer = Scorer(tmp_path, 'if launch == 1 and n == 1: sys.exit("killed by the OOM killer")')
     result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o", str(tmp_path / "out.jsonl"))
@@ -253,6 +254,7 @@ def test_score_recovers_from_a_crash_and_writes_every_record_in_order(records, t
     assert [(r["id"], r["reward"]) for r in out] == [(i, i / 10) for i in range(5)]
 
 
+@pytest.mark.subprocess
 def test_score_refuses_a_wrong_length_answer_and_writes_no_file(records, tmp_path):
     scorer = Scorer(tmp_path, 'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
     result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o", str(tmp_path / "out.jsonl"))
@@ -264,6 +266,7 @@ def test_score_refuses_a_wrong_length_answer_and_writes_no_file(records, tmp_pat
     assert scorer.launches == 1
 
 
+@pytest.mark.subprocess
 def test_score_to_stdout_stops_at_the_failed_batch_and_exits_non_zero(records, tmp_path):
     scorer = Scorer(tmp_path, "if launch > 1 or n == 1: sys.exit(3)")
     result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records))
@@ -303,6 +306,7 @@ def test_restarts_in_a_spec_and_a_config_file(tmp_path):
         build_reward(f'cmd("{scorer.command}", restarts=-1)')
 
 
+@pytest.mark.subprocess
 def test_reward_restarts_option(records, tmp_path):
     scorer = Scorer(tmp_path, "sys.exit(3)")
     result = rest("score", "-r", scorer.spec, "--reward-restarts", "1", str(records))

@@ -8,6 +8,7 @@ computes, so an exported model scores and samples like the PyTorch one (see expo
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
