@@ -1,4 +1,5 @@
-"""`rest finetune` against a bare PyTorch training loop on the same model and batches, and against the CPU's peak.
+"""`rest finetune` against a bare PyTorch training loop on the same model and batches, and against \
+the CPU's peak.
 
     .venv/bin/python benchmarks/bench_finetune.py [--presets demo,iwslt] [--steps N] [--warmup-steps 2]
         [--repeats 1] [--batch-tokens 4096] [--sweep-presets demo] [--sweep-batch-tokens 2048,4096,8192]
@@ -81,18 +82,21 @@ def load_texts(count: int, split: str) -> list[tuple[str, str]]:
     """`count` (German, English) pairs of Multi30k's `split`, or synthetic pairs without it."""
     de, en = MULTI30K / f"{split}.de", MULTI30K / f"{split}.en"
     if de.exists() and en.exists():
-        pairs = [(s.strip(), t.strip()) for s, t in zip(de.read_text().splitlines(), en.read_text().splitlines())
+        pairs = [(s.strip(), t.strip())
+                 for s, t in zip(de.read_text().splitlines(), en.read_text().splitlines())
                  if s.strip() and t.strip()]
         return (pairs * (count // len(pairs) + 1))[:count]
     rng = random.Random(0 if split == "train" else 1)
     words = "ein Mann eine Frau Hund läuft springt über den roten Ball im Park mit zwei Kindern".split()
     english = "a man woman dog runs jumps over the red ball in park with two children".split()
-    return [(" ".join(rng.choice(words) for _ in range(n)), " ".join(rng.choice(english) for _ in range(n + 1)))
+    return [(" ".join(rng.choice(words) for _ in range(n)),
+             " ".join(rng.choice(english) for _ in range(n + 1)))
             for n in (rng.randint(6, 18) for _ in range(count))]
 
 
 def write_jsonl(path: Path, pairs: list[tuple[str, str]]) -> Path:
-    path.write_bytes(b"".join(orjson.dumps({"id": i, "src": s, "ref": t}) + b"\n" for i, (s, t) in enumerate(pairs)))
+    path.write_bytes(b"".join(orjson.dumps({"id": i, "src": s, "ref": t}) + b"\n"
+                              for i, (s, t) in enumerate(pairs)))
     return path
 
 
@@ -135,7 +139,8 @@ def make_plan(data: TokenizedPairs, config: ModelConfig, batch_tokens: int, step
 
 
 def step_flops(c: ModelConfig, rows: int, src_len: int, tgt_len: int) -> float:
-    """Matmul FLOPs of one training step (forward + backward) on a padded batch [rows, src_len] -> [rows, tgt_len]."""
+    """Matmul FLOPs of one training step (forward + backward) on a padded batch
+    [rows, src_len] -> [rows, tgt_len]."""
     b, s, t, d, f = rows, src_len, tgt_len, c.d_model, c.ffn_dim
     encoder = 2 * b * s * (4 * d * d + 2 * d * f) + 4 * b * s * s * d
     decoder = (2 * b * t * (4 * d * d + 2 * d * f) + 4 * b * t * t * d
@@ -179,13 +184,14 @@ class BareLoop:
 
     def __init__(self, parent: Path, data: TokenizedPairs, plan: Plan, threads: int | None, bf16: bool,
                  device: str = "cpu"):
-        self.device, self.threads, self.bf16, self.sync = torch.device(device), threads, bf16, synchronizer(device)
+        self.device, self.threads, self.bf16, self.sync = (torch.device(device), threads, bf16,
+                                                           synchronizer(device))
         self.tensors = [tuple(t.to(self.device) for t in pad(data, b)) for b in plan.batches]
         self.trained = [int(labels.ne(PAD_ID).sum()) for _, _, labels in self.tensors]
         torch.manual_seed(SEED)  # as finetune() does before building the model
         self.model = modeldir.load_model(parent).to(self.device).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.98), weight_decay=0.0,
-                                           fused=True)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.98),
+                                           weight_decay=0.0, fused=True)
         self.rng = self._rng()
         self.warmup_lr = min(1000, len(plan.batches) // 10)  # rest's default warm-up of the learning rate
         self.times: list[float] = []
@@ -223,7 +229,8 @@ class BareLoop:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
-        self.nll_sum, self.count = self.nll_sum + loss.detach() * self.trained[i], self.count + self.trained[i]
+        self.nll_sum, self.count = (self.nll_sum + loss.detach() * self.trained[i],
+                                    self.count + self.trained[i])
 
     @property
     def train_loss(self) -> float:
@@ -240,13 +247,15 @@ class Interleaver:
 
     def __init__(self, passengers: list[BareLoop], peak_samples: list[float]):
         self.passengers, self.peak_samples = passengers, peak_samples
-        self.operands = torch.randn(2048, 2048), torch.randn(2048, 2048)  # drawn now: rest's RNG is seeded later
+        # drawn now: rest's RNG is seeded later
+        self.operands = torch.randn(2048, 2048), torch.randn(2048, 2048)
         self.times: list[float] = []
         self.last: float | None = None
 
     def __call__(self, progress) -> None:
         now = time.perf_counter()
-        self.times.append(now - self.last if self.last is not None else math.nan)  # step 1's start is not seen
+        # step 1's start is not seen
+        self.times.append(now - self.last if self.last is not None else math.nan)
         order = self.passengers if progress.step % 2 else self.passengers[::-1]  # A B C, C B A, ...
         for passenger in order:
             passenger.step()
@@ -289,7 +298,8 @@ def check_padding(data: TokenizedPairs, plan: Plan) -> None:
     """The bare loop's tensors are exactly rest's collate() tensors."""
     for indices in plan.batches:
         batch, (src, tgt_in, labels) = collate(data, indices), pad(data, indices)
-        if not (torch.equal(batch.src, src) and torch.equal(batch.tgt_in, tgt_in) and torch.equal(batch.labels, labels)):
+        if not (torch.equal(batch.src, src) and torch.equal(batch.tgt_in, tgt_in)
+                and torch.equal(batch.labels, labels)):
             raise RuntimeError("the bare loop's padding differs from rest's collate()")
 
 
@@ -341,8 +351,10 @@ class Variant:
         return 1000 * median([t for r in self.runs for t in self.timed(r)])
 
     def speed_vs(self, other: Variant) -> float:
-        """Median over the paired steps (same batch, adjacent in time) of other's time / this one's: > 1 is faster."""
-        return median([b / a for ra, rb in zip(self.runs, other.runs) for a, b in zip(self.timed(ra), other.timed(rb))])
+        """Median over the paired steps (same batch, adjacent in time) of other's time / this one's:
+        > 1 is faster."""
+        return median([b / a for ra, rb in zip(self.runs, other.runs)
+                       for a, b in zip(self.timed(ra), other.timed(rb))])
 
     def loss(self, name: str) -> float | None:
         values = [getattr(r, name) for r in self.runs]
@@ -373,15 +385,17 @@ def compare(preset: str, args, work: Path, jsonl: Path, data: TokenizedPairs, he
     config = modeldir.model_config(parent)
     plan = make_plan(data, config, args.batch_tokens, args.warmup_steps + steps_for(preset, args))
     check_padding(data, plan)
-    print(f"\n[{preset}] d_model {config.d_model}, {config.enc_layers}+{config.dec_layers} layers, ffn {config.ffn_dim}, "
-          f"vocab {config.vocab_size}; {len(plan.batches)} steps ({args.warmup_steps} warm-up) of <= "
+    print(f"\n[{preset}] d_model {config.d_model}, {config.enc_layers}+{config.dec_layers} layers, "
+          f"ffn {config.ffn_dim}, vocab {config.vocab_size}; "
+          f"{len(plan.batches)} steps ({args.warmup_steps} warm-up) of <= "
           f"{args.batch_tokens} tokens; per step (median) {median(plan.tokens):,.0f} counted tokens, "
           f"{median(plan.padded):,.0f} padded positions, {median(plan.flops) / 1e9:.1f} GFLOP", flush=True)
     names = ["rest finetune, fp32", "bare loop, fp32", "bare loop, bf16 autocast", "rest finetune --bf16",
              "bare loop, bf16 (beside rest --bf16)"]
     variants = {name: Variant(plan, args.warmup_steps) for name in names[:3 if args.no_rest_bf16 else 5]}
     for i in range(args.repeats):
-        runs = [(False, [False, True], names[:3])] + ([] if args.no_rest_bf16 else [(True, [True], names[3:])])
+        runs = ([(False, [False, True], names[:3])]
+                + ([] if args.no_rest_bf16 else [(True, [True], names[3:])]))
         for bf16, passengers_bf16, run_names in runs:
             gc.collect()
             loops = [BareLoop(parent, data, plan, args.threads, b) for b in passengers_bf16]
@@ -391,8 +405,9 @@ def compare(preset: str, args, work: Path, jsonl: Path, data: TokenizedPairs, he
             for name, timing in zip(run_names, timings):
                 variants[name].runs.append(timing)
             spans = " / ".join(f"{sum(t.times[args.warmup_steps:]):.1f}" for t in timings)
-            print(f"  repeat {i + 1}, rest{' --bf16' if bf16 else ''}: timed seconds {spans} ({', '.join(run_names)}); "
-                  f"training.json wall_time_s {rest.wall_time_s:.1f} s for all {len(plan.batches)} steps", flush=True)
+            print(f"  repeat {i + 1}, rest{' --bf16' if bf16 else ''}: timed seconds {spans} "
+                  f"({', '.join(run_names)}); training.json wall_time_s {rest.wall_time_s:.1f} s "
+                  f"for all {len(plan.batches)} steps", flush=True)
             del loops
     return variants
 
@@ -404,7 +419,8 @@ def sweep(preset: str, args, data: TokenizedPairs, parent: Path) -> dict[str, Va
             for th in map(int, args.sweep_threads.split(",")) for bf16 in (False, True)]
     plans = {bt: make_plan(data, config, bt, steps) for bt in {g[0] for g in grid}}
     variants = {g: Variant(plans[g[0]], args.warmup_steps) for g in grid}
-    print(f"\n[{preset} sweep] {steps} steps per configuration ({args.warmup_steps} warm-up), bare loop", flush=True)
+    print(f"\n[{preset} sweep] {steps} steps per configuration ({args.warmup_steps} warm-up), bare loop",
+          flush=True)
     for _ in range(args.repeats):
         loops = {g: BareLoop(parent, data, plans[g[0]], g[1], g[2]) for g in grid}
         for step in range(steps):
@@ -428,12 +444,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps before the timed ones")
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of every variant (each run already alternates the variants step by step)")
-    parser.add_argument("--batch-tokens", type=int, default=4096, help="batch size of the rest vs bare comparison")
+    parser.add_argument("--batch-tokens", type=int, default=4096,
+                        help="batch size of the rest vs bare comparison")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=10000, help="training pairs (Multi30k or synthetic)")
     parser.add_argument("--heldout", type=int, default=256, help="held-out pairs for the loss after training")
     parser.add_argument("--no-rest-bf16", action="store_true", help="skip timing rest --bf16")
-    parser.add_argument("--sweep-presets", default="demo", help="presets for the batch/threads/bf16 sweep ('' = none)")
+    parser.add_argument("--sweep-presets", default="demo",
+                        help="presets for the batch/threads/bf16 sweep ('' = none)")
     parser.add_argument("--sweep-batch-tokens", default="2048,4096,8192")
     parser.add_argument("--sweep-threads", default="1,2")
     return parser.parse_args()
@@ -458,10 +476,12 @@ def main() -> None:
         work = Path(tmp)
         jsonl = write_jsonl(work / "train.jsonl", load_texts(args.pairs, "train"))
         heldout_jsonl = write_jsonl(work / "heldout.jsonl", load_texts(args.heldout, "val"))
-        texts = [t for line in jsonl.read_bytes().splitlines() for t in orjson.loads(line).values() if isinstance(t, str)]
+        texts = [t for line in jsonl.read_bytes().splitlines() for t in orjson.loads(line).values()
+                 if isinstance(t, str)]
         spm = train_tokenizer(texts, work / "spm", vocab_size=8000, seed=SEED)
         data, heldout = tokenized(jsonl, spm), tokenized(heldout_jsonl, spm)
-        parents = {p: build_parent(work / f"parent-{p}", spm, p) for p in dict.fromkeys(presets + sweep_presets)}
+        parents = {p: build_parent(work / f"parent-{p}", spm, p)
+                   for p in dict.fromkeys(presets + sweep_presets)}
         results = {p: compare(p, args, work, jsonl, data, heldout, parents[p], peak_samples) for p in presets}
         sweeps = {p: sweep(p, args, data, parents[p]) for p in sweep_presets}
     report(args, matmul, peak_samples, results, sweeps, time.perf_counter() - started)
@@ -473,19 +493,22 @@ def report(args, matmul, peak_samples, results, sweeps, elapsed) -> None:
     print(f"\n=== Results ({args.threads} threads unless said; whole run {elapsed:.0f} s) ===")
     print("\nMatmul throughput, square n x n, GFLOP/s: median [best] of the samples")
     for size in (512, 1024, 2048):
-        cells = "   ".join(f"{th} thr {name} {median(matmul[(size, th, name)]):6.1f} [{max(matmul[(size, th, name)]):6.1f}]"
+        cells = "   ".join(f"{th} thr {name} {median(matmul[(size, th, name)]):6.1f} "
+                           f"[{max(matmul[(size, th, name)]):6.1f}]"
                            for th in sorted({1, args.threads}) for name in ("fp32", "bf16"))
         print(f"  n={size:<5d} {cells}")
     print(f"  n=2048 fp32 sampled between training steps ({len(peak_samples) - 3} samples): median "
           f"{median(peak_samples[3:] or peak_samples):.1f} [best {max(peak_samples):.1f}]")
     print(f"  fp32 peak used for %peak: {peak:.1f} GFLOP/s (the best fp32 sample at {args.threads} threads)")
     for preset, variants in results.items():
-        print_table(f"[{preset}] batches of <= {args.batch_tokens} tokens; x = paired speed vs the bare fp32 loop "
-                    "(median over steps of its time / this time)", variants, peak, "bare loop, fp32")
+        print_table(f"[{preset}] batches of <= {args.batch_tokens} tokens; x = paired speed vs the bare "
+                    "fp32 loop (median over steps of its time / this time)", variants, peak,
+                    "bare loop, fp32")
     for preset, variants in sweeps.items():
         print_table(f"[{preset}] sweep of the bare loop; x = paired speed vs {args.batch_tokens} tokens, "
                     f"{args.threads} threads, fp32", variants, peak,
-                    f"{args.batch_tokens} tokens, {args.threads} thread{'s' if args.threads > 1 else ''}, fp32")
+                    f"{args.batch_tokens} tokens, "
+                    f"{args.threads} thread{'s' if args.threads > 1 else ''}, fp32")
     print("\nRatios and targets:")
     for preset, v in results.items():
         rest, bare, bf16 = v["rest finetune, fp32"], v["bare loop, fp32"], v["bare loop, bf16 autocast"]
@@ -495,13 +518,14 @@ def report(args, matmul, peak_samples, results, sweeps, elapsed) -> None:
         pct_rest, pct_bare = 100 * rest.gflops() / peak, 100 * bare.gflops() / peak
         print(f"  [{preset}] % of fp32 peak: rest {pct_rest:.1f}%, bare {pct_bare:.1f}%"
               + (f" (target >= 30%: {'met' if pct_rest >= 30 else 'NOT met'})" if preset == "iwslt" else ""))
-        print(f"  [{preset}] bf16 autocast / fp32, bare loop: {bf16.speed_vs(bare):.2f}x paired; losses after "
-              f"{len(bare.plan.batches)} steps fp32 vs bf16: train {bare.loss('train_loss'):.4f} vs "
-              f"{bf16.loss('train_loss'):.4f}, held-out {bare.loss('heldout_loss'):.4f} vs {bf16.loss('heldout_loss'):.4f}")
+        print(f"  [{preset}] bf16 autocast / fp32, bare loop: {bf16.speed_vs(bare):.2f}x paired; "
+              f"losses after {len(bare.plan.batches)} steps fp32 vs bf16: "
+              f"train {bare.loss('train_loss'):.4f} vs {bf16.loss('train_loss'):.4f}, "
+              f"held-out {bare.loss('heldout_loss'):.4f} vs {bf16.loss('heldout_loss'):.4f}")
         if "rest finetune --bf16" in v:
             rb, bb = v["rest finetune --bf16"], v["bare loop, bf16 (beside rest --bf16)"]
-            print(f"  [{preset}] rest --bf16 / bare bf16: {rb.speed_vs(bb):.3f} paired; rest --bf16 loss train "
-                  f"{rb.loss('train_loss'):.4f}, held-out {rb.loss('heldout_loss'):.4f}")
+            print(f"  [{preset}] rest --bf16 / bare bf16: {rb.speed_vs(bb):.3f} paired; rest --bf16 loss "
+                  f"train {rb.loss('train_loss'):.4f}, held-out {rb.loss('heldout_loss'):.4f}")
         print(f"  [{preset}] rest vs bare fp32 losses (same batches, same dropout masks): train "
               f"{rest.loss('train_loss'):.4f} vs {bare.loss('train_loss'):.4f}, held-out "
               f"{rest.loss('heldout_loss'):.4f} vs {bare.loss('heldout_loss'):.4f}")

@@ -1,7 +1,9 @@
 """`rest finetune` and `rest sample` on one GPU, each beside its bare baseline, in one run of under 8 minutes.
 
-    .venv/bin/python benchmarks/bench_gpu.py --json $OUT/gpu.json     # on the GPU machine (about 7 minutes)
-    .venv/bin/python benchmarks/bench_gpu.py --device cpu --quick     # the check, here, before GPU time is spent
+    # on the GPU machine (about 7 minutes)
+    .venv/bin/python benchmarks/bench_gpu.py --json $OUT/gpu.json
+    # the check, here, before GPU time is spent
+    .venv/bin/python benchmarks/bench_gpu.py --device cpu --quick
 
 `--device cpu --quick` runs the same code with tiny models and inputs (under 3 minutes on 2 cores);
 its numbers mean nothing. `--budget-s S` (default 420, quick 150) is the time the run plans for:
@@ -88,9 +90,10 @@ N, TEMPERATURE, MAX_LENGTH = 8, 0.8, 64
 SUMMARY = re.compile(r"(\d+) candidates, (\d+) tokens in ([\d.]+) s")
 
 # Sizes of the GPU run and of the CPU check (--quick). Compute types default by device.
-FULL = dict(budget_s=420.0, sample_presets="iwslt,base", batch_sizes="32,128,512,8192t", reference_batch="128",
-            train_preset="iwslt", train_batch_tokens="8192,16384", warmup_steps=5, steps=30, pairs=20000,
-            heldout=512, min_sources=64, max_sources=8192, run_s=(1.5, 8.0), matmul_sizes=(2048, 4096, 8192))
+FULL = dict(budget_s=420.0, sample_presets="iwslt,base", batch_sizes="32,128,512,8192t",
+            reference_batch="128", train_preset="iwslt", train_batch_tokens="8192,16384", warmup_steps=5,
+            steps=30, pairs=20000, heldout=512, min_sources=64, max_sources=8192, run_s=(1.5, 8.0),
+            matmul_sizes=(2048, 4096, 8192))
 QUICK = dict(budget_s=150.0, sample_presets="tiny,base", batch_sizes="8,32,1024t", reference_batch="32",
              train_preset="tiny", train_batch_tokens="512,1024", warmup_steps=1, steps=3, pairs=2000,
              heldout=64, min_sources=16, max_sources=256, run_s=(0.3, 1.5), matmul_sizes=(256, 512))
@@ -147,7 +150,8 @@ def device_info(device: str) -> dict:
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(name=torch.cuda.get_device_name(0), capability=f"{props.major}.{props.minor}",
-                    memory_gib=round(props.total_memory / 2**30, 1), bf16_supported=torch.cuda.is_bf16_supported(),
+                    memory_gib=round(props.total_memory / 2**30, 1),
+                    bf16_supported=torch.cuda.is_bf16_supported(),
                     allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     else:
         info.update(name=platform.processor() or platform.machine(), torch_threads=torch.get_num_threads())
@@ -172,7 +176,8 @@ def matmul_tflops(size: int, dtype: torch.dtype, device: str, seconds: float) ->
 
 
 def measure_matmul(device: str, sizes: tuple[int, ...]) -> dict:
-    """TFLOP/s per precision and size, and the peaks (best over sizes) the training runs are measured against."""
+    """TFLOP/s per precision and size, and the peaks (best over sizes) the training runs are measured
+    against."""
     kinds = [("fp32", torch.float32, False), ("bf16", torch.bfloat16, False)]
     if device == "cuda":
         kinds.insert(1, ("tf32", torch.float32, True))
@@ -181,7 +186,8 @@ def measure_matmul(device: str, sizes: tuple[int, ...]) -> dict:
     try:
         for name, dtype, tf32 in kinds:
             torch.backends.cuda.matmul.allow_tf32 = tf32
-            table[name] = {str(n): matmul_tflops(n, dtype, device, 0.3 if device == "cuda" else 0.2) for n in sizes}
+            table[name] = {str(n): matmul_tflops(n, dtype, device, 0.3 if device == "cuda" else 0.2)
+                           for n in sizes}
     finally:
         torch.backends.cuda.matmul.allow_tf32 = flag
     return {"tflops": table, "peak": {name: max(v.values()) for name, v in table.items()}}
@@ -190,7 +196,8 @@ def measure_matmul(device: str, sizes: tuple[int, ...]) -> dict:
 # --- 2. Finetune ---------------------------------------------------------------------------
 
 class Clock:
-    """rest's on_progress callback: times rest's step (synchronized), then steps the passengers, order alternating."""
+    """rest's on_progress callback: times rest's step (synchronized), then steps the passengers, order
+    alternating."""
 
     def __init__(self, passengers: list[BareLoop], device: str):
         self.passengers, self.sync = passengers, synchronizer(device)
@@ -200,7 +207,8 @@ class Clock:
     def __call__(self, progress) -> None:
         self.sync()
         now = time.perf_counter()
-        self.times.append(now - self.last if self.last is not None else math.nan)  # step 1's start is not seen
+        # step 1's start is not seen
+        self.times.append(now - self.last if self.last is not None else math.nan)
         for passenger in (self.passengers if progress.step % 2 else self.passengers[::-1]):
             passenger.step()
         self.sync()
@@ -220,37 +228,43 @@ class TrainSetup:
 def prepare_finetune(args, work: Path) -> TrainSetup:
     jsonl = write_jsonl(work / "train.jsonl", load_texts(args.pairs, "train"))
     heldout_jsonl = write_jsonl(work / "heldout.jsonl", load_texts(args.heldout, "val"))
-    texts = [t for line in jsonl.read_bytes().splitlines() for t in orjson.loads(line).values() if isinstance(t, str)]
+    texts = [t for line in jsonl.read_bytes().splitlines() for t in orjson.loads(line).values()
+             if isinstance(t, str)]
     spm = train_tokenizer(list(dict.fromkeys(texts)), work / "spm", vocab_size=8000, seed=SEED)
     parent = build_parent(work / f"parent-{args.train_preset}", spm, args.train_preset)
-    return TrainSetup(jsonl, tokenized(jsonl, spm), tokenized(heldout_jsonl, spm), parent, args.device, args.threads)
+    return TrainSetup(jsonl, tokenized(jsonl, spm), tokenized(heldout_jsonl, spm), parent, args.device,
+                      args.threads)
 
 
 def finetune_run(setup: TrainSetup, plan, batch_tokens: int, bf16: bool, passengers_bf16: list[bool],
                  out: Path) -> tuple[list[float], float, float, list[BareLoop]]:
-    """rest's finetune() with bare loops stepped between its steps: rest's step times, train and held-out loss."""
+    """rest's finetune() with bare loops stepped between its steps: rest's step times, train and
+    held-out loss."""
     loops = [BareLoop(setup.parent, setup.data, plan, None, b, setup.device) for b in passengers_bf16]
     clock, steps = Clock(loops, setup.device), len(plan.batches)
-    options = FinetuneOptions(steps=steps, batch_tokens=batch_tokens, lr=LR, seed=SEED, threads=setup.threads or None,
-                              device=setup.device, bf16=bf16, log_every=steps, checkpoint_every=10**9)
+    options = FinetuneOptions(steps=steps, batch_tokens=batch_tokens, lr=LR, seed=SEED,
+                              threads=setup.threads or None, device=setup.device, bf16=bf16, log_every=steps,
+                              checkpoint_every=10**9)
     record = finetune(str(setup.jsonl), out, options, init_dir=setup.parent, on_progress=clock)
     if record["tokens_seen"] != sum(plan.tokens):  # the same batches as the plan, counted the same way
         raise RuntimeError(f"rest saw {record['tokens_seen']} tokens, the plan has {sum(plan.tokens)}")
     if record["bf16"] != bf16 or not record["device"].startswith(setup.device):
         raise RuntimeError(f"rest ran on {record['device']} with bf16={record['bf16']}, not as asked")
-    heldout = validation_loss(modeldir.load_model(out, setup.device), setup.heldout, batch_tokens, setup.device)
+    heldout = validation_loss(modeldir.load_model(out, setup.device), setup.heldout, batch_tokens,
+                              setup.device)
     shutil.rmtree(out, ignore_errors=True)
     return clock.times, record["train_loss"][-1][1], heldout, loops
 
 
-def variant_row(name: str, times: list[float], plan, warmup: int, peaks: dict, precision: str, train_loss: float,
-                heldout_loss: float, reference: list[float] | None) -> dict:
+def variant_row(name: str, times: list[float], plan, warmup: int, peaks: dict, precision: str,
+                train_loss: float, heldout_loss: float, reference: list[float] | None) -> dict:
     timed = times[warmup:]
     tflops = sum(plan.flops[warmup:]) / sum(timed) / 1e12
     paired = statistics.median(b / a for a, b in zip(timed, reference[warmup:])) if reference else None
     return {"variant": name, "tokens_per_s": sum(plan.tokens[warmup:]) / sum(timed),
             "ms_per_step": 1000 * statistics.median(timed), "tflops": tflops,
-            "pct_peak": 100 * tflops / peaks[precision], "peak": f"{precision} {peaks[precision]:.4g} TFLOP/s",
+            "pct_peak": 100 * tflops / peaks[precision],
+            "peak": f"{precision} {peaks[precision]:.4g} TFLOP/s",
             "speed_vs_bare": paired, "train_loss": train_loss, "heldout_loss": heldout_loss,
             "timed_steps": len(timed), "tokens_per_step": statistics.median(plan.tokens[warmup:])}
 
@@ -263,7 +277,8 @@ def finetune_pair(setup: TrainSetup, plan, batch_tokens: int, bf16: bool, warmup
     times, train, held, loops = finetune_run(setup, plan, batch_tokens, bf16, passengers,
                                              work / f"ft-{batch_tokens}-{precision}")
     same = next(loop for loop in loops if loop.bf16 == bf16)
-    rows = [variant_row(f"rest finetune, {precision}", times, plan, warmup, peaks, precision, train, held, same.times)]
+    rows = [variant_row(f"rest finetune, {precision}", times, plan, warmup, peaks, precision, train, held,
+                        same.times)]
     for loop in loops:
         name = f"bare loop, {'bf16' if loop.bf16 else 'fp32'}" + (" (beside rest bf16)" if bf16 else "")
         held_bare = validation_loss(loop.model, setup.heldout, batch_tokens, setup.device)
@@ -275,8 +290,9 @@ def finetune_pair(setup: TrainSetup, plan, batch_tokens: int, bf16: bool, warmup
 def finetune_phase(args, budget: Budget, report: Report, work: Path, peaks: dict) -> None:
     setup = prepare_finetune(args, work)
     config = modeldir.model_config(setup.parent)
-    print(f"\n[finetune] preset {args.train_preset}: d_model {config.d_model}, {config.enc_layers}+{config.dec_layers} "
-          f"layers, vocab {config.vocab_size}; {args.warmup_steps} warm-up + {args.steps} timed steps per run", flush=True)
+    print(f"\n[finetune] preset {args.train_preset}: d_model {config.d_model}, "
+          f"{config.enc_layers}+{config.dec_layers} layers, vocab {config.vocab_size}; "
+          f"{args.warmup_steps} warm-up + {args.steps} timed steps per run", flush=True)
     last_run = 0.0
     for batch_tokens in map(int, args.train_batch_tokens.split(",")):
         plan = make_plan(setup.data, config, batch_tokens, args.warmup_steps + args.steps)
@@ -342,7 +358,8 @@ def sample_configs(args, supported: list[str]) -> tuple[list[SampleConfig], list
     for preset in args.sample_presets.split(","):
         for ct in args.compute_types.split(","):
             if ct not in supported:
-                unsupported.append(f"sampling {preset} {ct}: not supported on {args.device} ({', '.join(supported)})")
+                unsupported.append(f"sampling {preset} {ct}: not supported on {args.device} "
+                                   f"({', '.join(supported)})")
                 continue
             chosen = batches if ct != "float32" else [parse_batch(args.reference_batch)]
             configs += [SampleConfig(preset, ct, size, kind) for size, kind in chosen]
@@ -387,8 +404,8 @@ def make_translator(model_dir: Path, compute_type: str, pieces: list[list[str]],
     ctranslate2.set_random_seed(0)  # rest sample's default seed; must come before the Translator
     translator = ctranslate2.Translator(str(model_dir / "ctranslate2"), device=args.device,
                                         compute_type=compute_type, intra_threads=args.threads)
-    raw_run(translator, pieces[:args.min_sources], SampleConfig("", compute_type, args.min_sources, "examples"),
-            synchronizer(args.device))
+    raw_run(translator, pieces[:args.min_sources],
+            SampleConfig("", compute_type, args.min_sources, "examples"), synchronizer(args.device))
     return translator
 
 
@@ -410,7 +427,8 @@ class SampleEstimates:
         return statistics.mean(self.startup) * self.repeats + statistics.mean(self.calibration)
 
     def add(self, startup: float, calibration: float, seconds: float, run_s: float) -> None:
-        """What one configuration took: rest's start-up, the calibration, all of it, and the run length planned."""
+        """What one configuration took: rest's start-up, the calibration, all of it, and the run
+        length planned."""
         if not self.measured:
             self.startup, self.calibration, self.factor, self.measured = [], [], [], True
         self.startup.append(startup)
@@ -438,7 +456,8 @@ def measure_config(config: SampleConfig, translator, pieces, texts, model_dir: P
     count = min(max(count, worth, args.min_sources), args.max_sources)
     source_file = work / f"src-{count}.jsonl"
     if not source_file.exists():
-        source_file.write_bytes(b"".join(orjson.dumps({"id": i, "src": t}) + b"\n" for i, t in enumerate(texts[:count])))
+        source_file.write_bytes(b"".join(orjson.dumps({"id": i, "src": t}) + b"\n"
+                                         for i, t in enumerate(texts[:count])))
     raws, rests = [], []
     for repeat in range(args.repeats):
         for side in (("raw", "rest") if repeat % 2 == 0 else ("rest", "raw")):
@@ -459,7 +478,8 @@ def sample_row(config: SampleConfig, count: int, raws: list[SampleRun], rests: l
 
     in_command = rest.tokens / rest.in_command_s if rest.in_command_s else math.nan
     return {**asdict(config), "batch": config.batch, "sources": count, "raw": side(raw),
-            "rest": {**side(rest), "in_command_s": rest.in_command_s, "startup_s": rest.seconds - rest.in_command_s,
+            "rest": {**side(rest), "in_command_s": rest.in_command_s,
+                     "startup_s": rest.seconds - rest.in_command_s,
                      "in_command_tokens_per_s": in_command},
             "ratio": rest.tokens / rest.seconds / raw_rate, "ratio_in_command": in_command / raw_rate,
             "same_tokens": rest.tokens == raw.tokens, "repeats": len(raws)}
@@ -481,12 +501,14 @@ def sampling_phase(args, budget: Budget, report: Report, work: Path, supported: 
             for config in [c for c in configs if c.preset == preset and c.compute_type == compute_type]:
                 run_s = estimates.run_seconds(budget.left(), len(configs) - done, *args.run_s)
                 done += 1
-                sample_one(config, translator, pieces, texts, model_dir, run_s, args, work, budget, report, estimates)
+                sample_one(config, translator, pieces, texts, model_dir, run_s, args, work, budget, report,
+                           estimates)
             del translator
             release_memory(args.device)
 
 
-def sample_one(config, translator, pieces, texts, model_dir, run_s, args, work, budget, report, estimates) -> None:
+def sample_one(config, translator, pieces, texts, model_dir, run_s, args, work, budget, report,
+               estimates) -> None:
     what = f"sampling {config.preset} {config.compute_type} batch {config.batch}"
     if budget.left() < estimates.needed(run_s):
         report.add("skipped", f"{what}: would overrun the budget")
@@ -510,8 +532,8 @@ def sample_one(config, translator, pieces, texts, model_dir, run_s, args, work, 
 
 def print_tables(data: dict) -> None:
     meta = data["meta"]
-    print(f"\n=== Results: {meta['info']['name']} ({meta['device']}); whole run {meta.get('elapsed_s', 0):.0f} s "
-          f"of a {meta['budget_s']:.0f} s budget ===")
+    print(f"\n=== Results: {meta['info']['name']} ({meta['device']}); whole run "
+          f"{meta.get('elapsed_s', 0):.0f} s of a {meta['budget_s']:.0f} s budget ===")
     print("\nMatmul TFLOP/s (square n x n):")
     for name, row in data["matmul"].get("tflops", {}).items():
         print(f"  {name:5} " + "  ".join(f"n={n}: {v:8.3g}" for n, v in row.items()))
@@ -525,14 +547,15 @@ def print_tables(data: dict) -> None:
 def print_finetune(rows: list[dict]) -> None:
     if not rows:
         return
-    print(f"\nFinetune ({rows[0]['timed_steps']} timed steps); x bare = median over steps of the bare loop's time / "
-          "rest's, same batch, same precision; %peak against the matching matmul peak")
+    print(f"\nFinetune ({rows[0]['timed_steps']} timed steps); x bare = median over steps of the bare loop's "
+          "time / rest's, same batch, same precision; %peak against the matching matmul peak")
     print(f"  {'batch':>6} {'variant':32} {'tokens/s':>10} {'ms/step':>8} {'TFLOP/s':>8} {'%peak':>6} "
           f"{'x bare':>7} {'train':>7} {'held-out':>8}")
     for r in rows:
         paired = f"{r['speed_vs_bare']:7.3f}" if r["speed_vs_bare"] is not None else f"{'-':>7}"
-        print(f"  {r['batch_tokens']:>6} {r['variant']:32} {r['tokens_per_s']:10,.0f} {r['ms_per_step']:8.1f} "
-              f"{r['tflops']:8.3g} {r['pct_peak']:5.1f}% {paired} {r['train_loss']:7.4f} {r['heldout_loss']:8.4f}")
+        print(f"  {r['batch_tokens']:>6} {r['variant']:32} {r['tokens_per_s']:10,.0f} "
+              f"{r['ms_per_step']:8.1f} {r['tflops']:8.3g} {r['pct_peak']:5.1f}% {paired} "
+              f"{r['train_loss']:7.4f} {r['heldout_loss']:8.4f}")
 
 
 def print_sampling(rows: list[dict]) -> None:
@@ -546,7 +569,8 @@ def print_sampling(rows: list[dict]) -> None:
         raw, rest = r["raw"], r["rest"]
         print(f"  {r['preset']:6} {r['compute_type']:13} {r['batch']:>14} {r['sources']:7d} "
               f"{raw['tokens_per_s']:10,.0f} {raw['candidates_per_s']:8,.0f} {rest['tokens_per_s']:10,.0f} "
-              f"{rest['candidates_per_s']:8,.0f} {r['ratio']:6.3f} {r['ratio_in_command']:6.3f} {rest['startup_s']:7.1f}")
+              f"{rest['candidates_per_s']:8,.0f} {r['ratio']:6.3f} {r['ratio_in_command']:6.3f} "
+              f"{rest['startup_s']:7.1f}")
     whole, inside = sum(r["ratio"] >= 0.9 for r in rows), sum(r["ratio_in_command"] >= 0.9 for r in rows)
     print(f"  ratio >= 0.9 in {whole} of {len(rows)} configurations for the whole command, "
           f"{inside} of {len(rows)} after start-up")
@@ -559,16 +583,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script works")
     parser.add_argument("--json", help="write the results here (after every measurement)")
-    parser.add_argument("--budget-s", type=float, help="seconds the whole run plans for (default 420, quick 150)")
+    parser.add_argument("--budget-s", type=float,
+                        help="seconds the whole run plans for (default 420, quick 150)")
     parser.add_argument("--repeats", type=int, default=1, help="raw/rest pairs per sampling configuration")
     parser.add_argument("--threads", type=int, help="CPU threads for CTranslate2 and torch (default: 0 = "
                                                      "CTranslate2 decides on cuda, 2 on cpu)")
     parser.add_argument("--compute-types", help=f"sampling compute types (default {COMPUTE_TYPES})")
     for name in ("sample_presets", "batch_sizes", "reference_batch", "train_preset", "train_batch_tokens"):
-        parser.add_argument("--" + name.replace("_", "-"), help=f"default {FULL[name]!r}, quick {QUICK[name]!r}")
+        parser.add_argument("--" + name.replace("_", "-"),
+                            help=f"default {FULL[name]!r}, quick {QUICK[name]!r}")
     for name in ("warmup_steps", "steps", "pairs", "heldout", "max_sources"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, help=f"default {FULL[name]}, quick {QUICK[name]}")
-    parser.add_argument("--finetune-share", type=float, default=0.5, help="share of the budget finetuning may use")
+        parser.add_argument("--" + name.replace("_", "-"), type=int,
+                            help=f"default {FULL[name]}, quick {QUICK[name]}")
+    parser.add_argument("--finetune-share", type=float, default=0.5,
+                        help="share of the budget finetuning may use")
     args = parser.parse_args(argv)
     return fill_defaults(args)
 
@@ -605,7 +633,8 @@ def main() -> None:
     print(f"data: {data['train']} pairs for finetuning, {data['sampling']} sources for sampling", flush=True)
     report.data["matmul"] = measure_matmul(args.device, args.matmul_sizes)
     report.save()
-    print("matmul peak TFLOP/s: " + ", ".join(f"{k} {v:.3g}" for k, v in report.data["matmul"]["peak"].items()), flush=True)
+    print("matmul peak TFLOP/s: "
+          + ", ".join(f"{k} {v:.3g}" for k, v in report.data["matmul"]["peak"].items()), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_gpu-") as tmp:
         finetune_phase(args, budget, report, Path(tmp), report.data["matmul"]["peak"])
         sampling_phase(args, budget, report, Path(tmp), info["ct2_compute_types"])

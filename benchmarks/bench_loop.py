@@ -1,7 +1,7 @@
 """Wall time of the ReST loop through make, step by step, and what overlapping sampling with scoring buys.
 
-    .venv/bin/python benchmarks/bench_loop.py                    the demo as `make rest G=2 I=3` runs it (~12 min)
-    .venv/bin/python benchmarks/bench_loop.py --tiny             tests/test_loop_make.py's TINY settings (~1-2 min)
+    .venv/bin/python benchmarks/bench_loop.py           the demo as `make rest G=2 I=3` runs it (~12 min)
+    .venv/bin/python benchmarks/bench_loop.py --tiny    tests/test_loop_make.py's TINY settings (~1-2 min)
     .venv/bin/python benchmarks/bench_loop.py --g 1 --i 2 --run runs/bench --json loop.json --repeats 5
 
 1. The loop: `make -f rest.mk rest G=.. I=.. RUN=<fresh temporary folder, or --run DIR>` (what `make rest`
@@ -165,7 +165,8 @@ def line_step(line: Row) -> str:
 def command_step(command: Row, step: str) -> str:
     sub = subcommand(command.command)
     if sub == "finetune":
-        return {"finetune: BC": "finetune BC", "finetune: control": "finetune control"}.get(step, "finetune Improve")
+        return {"finetune: BC": "finetune BC",
+                "finetune: control": "finetune control"}.get(step, "finetune Improve")
     if sub == "eval":
         return "eval test" if step == "eval: test" else "eval valid"
     if sub in ("sample", "score"):
@@ -200,11 +201,13 @@ def grow_split(lines: list[Row]) -> list[dict]:
             "command": re.sub(r"\s+", " ", sample.command)})
     if splits:
         print("\nGrow pipes (sample | score), seconds: line = sampler start-up + sampling + score's tail")
-        print("| line | sample process | start-up | sampling (own summary) | score process | score after sampler |")
+        print("| line | sample process | start-up | sampling (own summary) | score process "
+              "| score after sampler |")
         print("|-----:|---------------:|---------:|-----------------------:|--------------:|--------------------:|")
         for s in splits:
             print(f"| {s['line_s']:.2f} | {s['sample_process_s']:.2f} | {_num(s['sample_startup_s'])} | "
-                  f"{_num(s['sampling_s'])} | {s['score_process_s']:.2f} | {s['score_after_sampler_s']:.2f} |")
+                  f"{_num(s['sampling_s'])} | {s['score_process_s']:.2f} | "
+                  f"{s['score_after_sampler_s']:.2f} |")
     return splits
 
 
@@ -245,11 +248,13 @@ def _sampling_s(stderr: str) -> float | None:
 
 def bench_overlap(run: Path, values: dict[str, str], rest: list[str], work: Path, repeats: int) -> dict:
     """Grow 1's `sample | score` pipe against the two commands through a file, interleaved."""
-    sample = [*rest, "sample", "-m", str(run / "g0" / "model"), "-n", values["N"], "--include-ref", "--seed", "1",
-              *shlex.split(values["SAMPLE_OPTS"]), str(run / "data" / "train.jsonl")]
+    sample = [*rest, "sample", "-m", str(run / "g0" / "model"), "-n", values["N"], "--include-ref",
+              "--seed", "1", *shlex.split(values["SAMPLE_OPTS"]), str(run / "data" / "train.jsonl")]
     score = [*rest, "score", "-r", values["REWARD"]]
-    piped_out, file_out, between = work / "piped.jsonl.gz", work / "sequential.jsonl.gz", work / "samples.jsonl"
-    pipe = ["bash", "-o", "pipefail", "-c", f"{shlex.join(sample)} | {shlex.join([*score, '-o', str(piped_out)])}"]
+    piped_out, file_out, between = (work / "piped.jsonl.gz", work / "sequential.jsonl.gz",
+                                    work / "samples.jsonl")
+    pipe = ["bash", "-o", "pipefail", "-c",
+            f"{shlex.join(sample)} | {shlex.join([*score, '-o', str(piped_out)])}"]
     times = defaultdict(list)
 
     def note(**figures):
@@ -276,7 +281,8 @@ def bench_overlap(run: Path, values: dict[str, str], rest: list[str], work: Path
     med = {key: statistics.median(v) for key, v in times.items() if None not in v}
     result = {"command": shlex.join(pipe), "repeats": repeats, "same_candidates": same,
               "median_s": {k: round(v, 3) for k, v in med.items()},
-              "ratio_pipe_over_sequential": round(med["pipe"] / med["sequential"], 3), "ratio_by_round": rounds,
+              "ratio_pipe_over_sequential": round(med["pipe"] / med["sequential"], 3),
+              "ratio_by_round": rounds,
               "load_average_before_after": load,
               "runs_s": {k: [round(x, 3) if x is not None else None for x in v] for k, v in times.items()}}
     print_overlap(result, med)
@@ -289,22 +295,28 @@ def print_overlap(result: dict, med: dict[str, float]) -> None:
     print(f"\nOverlap: one Grow step's sample | score, BC model, {repeats} rounds interleaved (medians)\n"
           f"  {pipe}")
     print("| way | wall s | CPU s | sampling s (own summary) |\n|---|---:|---:|---:|")
-    print(f"| pipe: sample \\| score | {med['pipe']:.2f} | {med['pipe_cpu']:.2f} | {_num(med.get('pipe_sampling'))} |")
-    print(f"| one after the other (sample {med['sample']:.2f} + score {med['score']:.2f}) | {med['sequential']:.2f} | "
-          f"{med['sequential_cpu']:.2f} | {_num(med.get('sequential_sampling'))} |")
+    print(f"| pipe: sample \\| score | {med['pipe']:.2f} | {med['pipe_cpu']:.2f} | "
+          f"{_num(med.get('pipe_sampling'))} |")
+    print(f"| one after the other (sample {med['sample']:.2f} + score {med['score']:.2f}) | "
+          f"{med['sequential']:.2f} | {med['sequential_cpu']:.2f} | "
+          f"{_num(med.get('sequential_sampling'))} |")
     print(f"  ratio pipe / one after the other: {result['ratio_pipe_over_sequential']:.3f}; "
           f"same candidates written: {same}")
     print(f"  ratio by round: {', '.join(f'{r:.3f}' for r in rounds)}; "
-          f"1-minute load average {load[0]:.2f} before, {load[1]:.2f} after (the machine has {os.cpu_count()} CPUs)")
+          f"1-minute load average {load[0]:.2f} before, {load[1]:.2f} after "
+          f"(the machine has {os.cpu_count()} CPUs)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--g", type=int, help="Grow steps (default 2; 1 with --tiny)")
     parser.add_argument("--i", type=int, help="Improve steps per Grow step (default 3; 2 with --tiny)")
     parser.add_argument("--tiny", action="store_true", help="the TINY settings of tests/test_loop_make.py")
-    parser.add_argument("--run", type=Path, help="run folder (empty or absent; kept); default: a temporary one")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of the overlap comparison (0: skip it)")
+    parser.add_argument("--run", type=Path,
+                        help="run folder (empty or absent; kept); default: a temporary one")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of the overlap comparison (0: skip it)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
     if args.run is not None and args.run.exists() and any(args.run.iterdir()):

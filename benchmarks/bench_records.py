@@ -85,7 +85,8 @@ def bench_filter(small: Path, large: Path, n_large: int, repeats: int) -> None:
     t_rest, rss_large = best_of(repeats, REST + ["filter", "--tau", "0.9", str(large)])
     _, rss_small = best_of(1, REST + ["filter", "--tau", "0.9", str(small)])
     print(f"filter --tau 0.9   {n_large:>9,} records: {n_large / t_rest:>10,.0f} records/s ({t_rest:.2f} s)")
-    print(f"  peak RSS: {rss_small:.1f} MiB small, {rss_large:.1f} MiB large: ratio {rss_large / rss_small:.3f}")
+    print(f"  peak RSS: {rss_small:.1f} MiB small, {rss_large:.1f} MiB large: "
+          f"ratio {rss_large / rss_small:.3f}")
     if shutil.which("jq"):
         t_jq, _ = best_of(repeats, ["jq", "-c", "select(.reward > 0.9)", str(large)])
         print(f"  jq -c 'select(.reward > 0.9)': {n_large / t_jq:,.0f} records/s ({t_jq:.2f} s): "
@@ -101,13 +102,14 @@ def bench_score(small: Path, n_small: int, large: Path | None, n_large: int) -> 
     bare = subprocess.run([sys.executable, "-c", SACREBLEU_BARE, str(small)], capture_output=True, check=True)
     t_bare = float(bare.stdout)
     print(f"score --reward chrf {n_small:>8,} records: {n_small / t_rest:>10,.0f} records/s ({t_rest:.2f} s)")
-    print(f"  sacrebleu loop with JSONL I/O: {n_small / t_loop:,.0f} records/s: rest takes {t_rest / t_loop:.3f}x its time")
+    print(f"  sacrebleu loop with JSONL I/O: {n_small / t_loop:,.0f} records/s: "
+          f"rest takes {t_rest / t_loop:.3f}x its time")
     print(f"  sacrebleu chrF calls alone (pairs in memory): {n_small / t_bare:,.0f} records/s: "
           f"rest takes {t_rest / t_bare:.3f}x their time")
     if large is not None:
         t_large, rss_large = best_of(1, REST + ["score", "--reward", "chrf", str(large)])
-        print(f"  {n_large:,} records: {n_large / t_large:,.0f} records/s; peak RSS {rss_small:.1f} MiB small, "
-              f"{rss_large:.1f} MiB large: ratio {rss_large / rss_small:.3f}")
+        print(f"  {n_large:,} records: {n_large / t_large:,.0f} records/s; peak RSS {rss_small:.1f} MiB "
+              f"small, {rss_large:.1f} MiB large: ratio {rss_large / rss_small:.3f}")
 
 
 def main() -> None:

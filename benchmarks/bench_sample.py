@@ -58,8 +58,8 @@ def raw_ctranslate2(model_dir: Path, texts: list[str], args) -> tuple[float, int
 
     pieces = Tokenizer(model_dir / "spm.model").encode_pieces(texts)
     ctranslate2.set_random_seed(0)
-    translator = ctranslate2.Translator(str(model_dir / "ctranslate2"), device="cpu", compute_type=args.compute_type,
-                                        intra_threads=args.threads)
+    translator = ctranslate2.Translator(str(model_dir / "ctranslate2"), device="cpu",
+                                        compute_type=args.compute_type, intra_threads=args.threads)
     options = DecodeOptions(n=args.n, max_length=args.max_length).ctranslate2_kwargs()
     start = time.perf_counter()
     results = list(translator.translate_iterable(pieces, max_batch_size=args.batch_size, **options))
@@ -96,13 +96,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp), texts, args.preset)
         source_file = Path(tmp) / "src.jsonl"
-        source_file.write_bytes(b"".join(orjson.dumps({"id": i, "src": t}) + b"\n" for i, t in enumerate(texts)))
+        source_file.write_bytes(b"".join(orjson.dumps({"id": i, "src": t}) + b"\n"
+                                         for i, t in enumerate(texts)))
         print(f"{args.sources} sources x {args.n} samples, preset {args.preset}, {args.compute_type}, "
               f"{args.threads} threads, batch {args.batch_size}, up to {args.max_length} tokens")
         raw = min((raw_ctranslate2(model_dir, texts, args) for _ in range(args.repeats)), key=lambda r: r[0])
-        ours = min((rest_sample(model_dir, source_file, args) for _ in range(args.repeats)), key=lambda r: r[0])
+        ours = min((rest_sample(model_dir, source_file, args) for _ in range(args.repeats)),
+                   key=lambda r: r[0])
     for name, (seconds, candidates, tokens) in (("raw CTranslate2", raw), ("rest sample", ours)):
-        print(f"{name:16} {seconds:7.2f} s {tokens / seconds:9.0f} tokens/s {candidates / seconds:8.1f} candidates/s")
+        print(f"{name:16} {seconds:7.2f} s {tokens / seconds:9.0f} tokens/s "
+              f"{candidates / seconds:8.1f} candidates/s")
     print(f"rest sample / raw CTranslate2: tokens/s ratio {ours[2] / ours[0] / (raw[2] / raw[0]):.3f} "
           f"(same tokens drawn: {ours[2] == raw[2]})")
 

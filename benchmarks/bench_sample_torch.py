@@ -145,7 +145,8 @@ class CachedDecoder:
     def _cross_attention(self, layer, h, state, i):
         rows, b = h.size(0), state.memory_mask.size(0)
         # The N samples of a source are N queries against its memory: one [N, S] score block per head.
-        q = F.linear(h, layer.q_w, layer.q_b).view(b, state.n, self.h, self.dh).transpose(1, 2)  # [B, H, N, dh]
+        # [B, H, N, dh]
+        q = F.linear(h, layer.q_w, layer.q_b).view(b, state.n, self.h, self.dh).transpose(1, 2)
         weights = (torch.matmul(q, state.cross_k[i]) + state.memory_mask).softmax(-1)  # [B, H, N, S]
         out = torch.matmul(weights, state.cross_v[i]).transpose(1, 2).reshape(rows, self.d)
         return layer.cross_out(out)
@@ -240,7 +241,8 @@ def torch_sample(decoder: CachedDecoder, ids: list[list[int]], args, draw) -> li
     for start in range(0, len(order), args.batch_size):
         batch = order[start:start + args.batch_size]
         src = pad(ids[i] for i in batch)
-        hyps, _ = sample_batch(decoder, src, args.n, args.temperature, args.max_length, draw, args.fixed_length)
+        hyps, _ = sample_batch(decoder, src, args.n, args.temperature, args.max_length, draw,
+                               args.fixed_length)
         for j, i in enumerate(batch):
             results[i] = hyps[j * args.n:(j + 1) * args.n]
     return results
@@ -256,7 +258,8 @@ def pad(seqs) -> torch.Tensor:
 
 # --- checks --------------------------------------------------------------------------------------
 
-def check_against_full_forward(model, decoder: CachedDecoder, ids: list[list[int]], tolerance: float = 1e-4) -> float:
+def check_against_full_forward(model, decoder: CachedDecoder, ids: list[list[int]],
+                               tolerance: float = 1e-4) -> float:
     """Teacher-force random prefixes through the cache; compare every step's log-probs [V] with the
     full forward. Sources of different lengths (padding), 3 samples each; after 5 steps one source
     is dropped, as when its samples have all ended. Returns the largest difference."""
@@ -294,7 +297,8 @@ def check_draws(temperature: float) -> float:
     return worst
 
 
-def time_draws(decoder: CachedDecoder, ids: list[list[int]], args, repeats: int = 30) -> dict[str, tuple[float, float]]:
+def time_draws(decoder: CachedDecoder, ids: list[list[int]], args,
+               repeats: int = 30) -> dict[str, tuple[float, float]]:
     """Median and best milliseconds per call of each draw on real logits [batch * N, V], and of one
     decoder step beside them (at positions 4 to 33), all interleaved."""
     src = pad(ids[: args.batch_size])
@@ -304,7 +308,8 @@ def time_draws(decoder: CachedDecoder, ids: list[list[int]], args, repeats: int 
         logits = decoder.step(state, tokens)
         tokens = draw_multinomial(logits, args.temperature)
     steps = {"(decoder step)": lambda: decoder.step(state, tokens)}
-    jobs = {**{name: (lambda draw=draw: draw(logits, args.temperature)) for name, draw in DRAWS.items()}, **steps}
+    jobs = {**{name: (lambda draw=draw: draw(logits, args.temperature)) for name, draw in DRAWS.items()},
+            **steps}
     times = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, job in jobs.items():
@@ -319,7 +324,8 @@ def time_draws(decoder: CachedDecoder, ids: list[list[int]], args, repeats: int 
 def ctranslate2_sample(translator, pieces: list[list[str]], args) -> list[list[list[str]]]:
     from rest_cli.sampling import DecodeOptions
 
-    options = DecodeOptions(n=args.n, temperature=args.temperature, max_length=args.max_length).ctranslate2_kwargs()
+    options = DecodeOptions(n=args.n, temperature=args.temperature,
+                            max_length=args.max_length).ctranslate2_kwargs()
     if args.fixed_length:
         options.update(min_decoding_length=args.max_length)
     results = translator.translate_iterable(pieces, max_batch_size=args.batch_size, **options)
@@ -348,11 +354,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="sources per batch (x N rows)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vocab-texts", type=int, default=0,
-                        help="also train the tokenizer on this many Multi30k training pairs (de and en), for a "
-                             "vocabulary of real size (8000 pieces at 10000) rather than one fitted to the sources")
+                        help="also train the tokenizer on this many Multi30k training pairs (de and en), "
+                             "for a vocabulary of real size (8000 pieces at 10000) rather than one fitted "
+                             "to the sources")
     parser.add_argument("--fixed-length", action="store_true", help="every candidate has --max-length tokens")
     parser.add_argument("--draws", nargs="*", choices=list(DRAWS),
-                        help="PyTorch variants to time, by how they draw a token (default: the fastest and multinomial)")
+                        help="PyTorch variants to time, by how they draw a token "
+                             "(default: the fastest and multinomial)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts = load_sources(args.sources)
@@ -367,10 +375,11 @@ def main() -> None:
         tokenizer = Tokenizer(model_dir / "spm.model")
         ids, pieces = tokenizer.encode(texts), tokenizer.encode_pieces(texts)
         c = model.config
-        print(f"preset {args.preset}: {c.enc_layers}+{c.dec_layers} layers, d_model {c.d_model}, ffn {c.ffn_dim}, "
-              f"{c.n_heads} heads, vocab {c.vocab_size}; {args.sources} sources (mean {sum(map(len, ids)) / len(ids):.1f} "
-              f"tokens) x {args.n} samples, T={args.temperature}, up to {args.max_length} tokens"
-              f"{' (fixed length)' if args.fixed_length else ''}, {args.threads} threads, batches of {args.batch_size} sources")
+        print(f"preset {args.preset}: {c.enc_layers}+{c.dec_layers} layers, d_model {c.d_model}, "
+              f"ffn {c.ffn_dim}, {c.n_heads} heads, vocab {c.vocab_size}; {args.sources} sources "
+              f"(mean {sum(map(len, ids)) / len(ids):.1f} tokens) x {args.n} samples, T={args.temperature}, "
+              f"up to {args.max_length} tokens{' (fixed length)' if args.fixed_length else ''}, "
+              f"{args.threads} threads, batches of {args.batch_size} sources")
         decoder = CachedDecoder(model)
         worst = check_against_full_forward(model, decoder, ids)
         tv = check_draws(args.temperature)
@@ -378,19 +387,20 @@ def main() -> None:
               f"draws vs softmax(logits/T), max total variation {tv:.4f} (< 0.01)")
 
         draw_ms = time_draws(decoder, ids, args)
-        print(f"\none draw on [{min(args.batch_size, len(ids)) * args.n}, {c.vocab_size}] logits, ms, median [best] "
-              f"of 30 interleaved:")
+        print(f"\none draw on [{min(args.batch_size, len(ids)) * args.n}, {c.vocab_size}] logits, ms, "
+              f"median [best] of 30 interleaved:")
         for name, (median, best) in sorted(draw_ms.items(), key=lambda kv: kv[1]):
             print(f"  {name:18} {median:7.3f} [{best:7.3f}]")
         fastest = min(DRAWS, key=lambda name: draw_ms[name][0])
         draws = list(dict.fromkeys(args.draws or [fastest, "multinomial"]))
 
         ctranslate2.set_random_seed(0)
-        translators = {ct: ctranslate2.Translator(str(model_dir / "ctranslate2"), device="cpu", compute_type=ct,
-                                                  intra_threads=args.threads) for ct in ("int8", "float32")}
+        translators = {ct: ctranslate2.Translator(str(model_dir / "ctranslate2"), device="cpu",
+                                                  compute_type=ct, intra_threads=args.threads)
+                       for ct in ("int8", "float32")}
         torch.manual_seed(0)
-        engines = {f"PyTorch float32, {name} draw": (lambda draw=DRAWS[name]: torch_sample(decoder, ids, args, draw))
-                   for name in draws}
+        engines = {f"PyTorch float32, {name} draw":
+                   (lambda draw=DRAWS[name]: torch_sample(decoder, ids, args, draw)) for name in draws}
         engines["CTranslate2 int8"] = lambda: ctranslate2_sample(translators["int8"], pieces, args)
         engines["CTranslate2 float32"] = lambda: ctranslate2_sample(translators["float32"], pieces, args)
         runs = {name: [] for name in engines}
@@ -417,9 +427,9 @@ def report(runs: dict, args) -> None:
         mean_len = sum(r[2] for r in results) / sum(r[1] for r in results)
         at_max = sum(r[3] for r in results) / sum(r[1] for r in results)
         rates[name] = statistics.median(tokens_s), max(tokens_s)
-        print(f"| {name} | {statistics.median(seconds):.2f} [{min(seconds):.2f}] | {statistics.median(tokens_s):,.0f} "
-              f"[{max(tokens_s):,.0f}] | {statistics.median(cands_s):,.1f} [{max(cands_s):,.1f}] | {mean_len:.2f} | "
-              f"{at_max:.1%} |")
+        print(f"| {name} | {statistics.median(seconds):.2f} [{min(seconds):.2f}] | "
+              f"{statistics.median(tokens_s):,.0f} [{max(tokens_s):,.0f}] | "
+              f"{statistics.median(cands_s):,.1f} [{max(cands_s):,.1f}] | {mean_len:.2f} | {at_max:.1%} |")
     print()
     for base in [name for name in rates if name.startswith("PyTorch")]:
         for name, (median, best) in rates.items():

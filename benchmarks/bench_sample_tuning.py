@@ -69,7 +69,8 @@ def run(translator, pieces: list[list[str]], setting: Setting, options: dict) ->
     return seconds, len(hypotheses), sum(map(len, hypotheses))
 
 
-def interleaved(settings: list[Setting], model_path: Path, pieces, options, repeats: int) -> dict[Setting, list]:
+def interleaved(settings: list[Setting], model_path: Path, pieces, options,
+                repeats: int) -> dict[Setting, list]:
     """Time every setting `repeats` times, rotating the order each repeat."""
     import ctranslate2
 
@@ -95,7 +96,8 @@ def rate(results: list) -> tuple[float, float]:
 
 def table(title: str, groups: dict[str, list[Setting]], runs: dict[Setting, list], baseline: Setting) -> None:
     base_median, base_best = rate(runs[baseline])
-    print(f"\n{title}\n| axis | setting | tokens/s median | [best] | candidates/s | mean length | vs defaults (median) | [best] |")
+    print(f"\n{title}\n| axis | setting | tokens/s median | [best] | candidates/s | mean length "
+          "| vs defaults (median) | [best] |")
     print("|---|---|---|---|---|---|---|---|")
     for axis, settings in groups.items():
         for s in settings:
@@ -103,8 +105,8 @@ def table(title: str, groups: dict[str, list[Setting]], runs: dict[Setting, list
             cands = statistics.median(c / sec for sec, c, _ in runs[s])
             mean_len = sum(r[2] for r in runs[s]) / sum(r[1] for r in runs[s])
             mark = " (defaults)" if s == baseline else ""
-            print(f"| {axis} | {s.label()}{mark} | {median:,.0f} | [{best:,.0f}] | {cands:,.1f} | {mean_len:.2f} | "
-                  f"{median / base_median:.3f} | [{best / base_best:.3f}] |")
+            print(f"| {axis} | {s.label()}{mark} | {median:,.0f} | [{best:,.0f}] | {cands:,.1f} | "
+                  f"{mean_len:.2f} | {median / base_median:.3f} | [{best / base_best:.3f}] |")
 
 
 def best_of_axes(groups: dict[str, list[Setting]], runs: dict[Setting, list]) -> Setting:
@@ -136,8 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp), texts, args.preset)
         pieces = Tokenizer(model_dir / "spm.model").encode_pieces(texts)
-        print(f"CTranslate2 {ctranslate2.__version__}, CPU compute types supported: {', '.join(sorted(supported))}; "
-              f"preset {args.preset}, {args.sources} sources (mean {sum(map(len, pieces)) / len(pieces):.1f} tokens) "
+        print(f"CTranslate2 {ctranslate2.__version__}, CPU compute types supported: "
+              f"{', '.join(sorted(supported))}; preset {args.preset}, {args.sources} sources "
+              f"(mean {sum(map(len, pieces)) / len(pieces):.1f} tokens) "
               f"x {args.n} samples, T={DecodeOptions().temperature}, up to {args.max_length} tokens")
         groups = sweep(compute_types)
         settings = list(dict.fromkeys(s for group in groups.values() for s in group))

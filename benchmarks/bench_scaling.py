@@ -6,8 +6,9 @@
    the same sources (Multi30k German validation sentences when ../shared/data is there, else
    synthetic), with a random `base` policy. Checks that the shards, joined, hold the unsharded
    candidates (same id, k and hyp; logprobs differ in the last digits, as CTranslate2 computes
-   each batch of other sources a little differently), and reports the time of N shards run one after another over one job (the
-   cost of every shard reading the whole input and loading the model).
+   each batch of other sources a little differently), and reports the time of N shards run one
+   after another over one job (the cost of every shard reading the whole input and loading the
+   model).
 2. Side by side: one `rest sample` process (2 threads) against 2 shards running at once with 1
    thread each, on the same sources: the reproducible way to use two single-threaded workers.
 3. DDP: `rest finetune` on the `demo` preset for --steps steps, one process with 2 threads
@@ -54,8 +55,8 @@ def bench_shards(work: Path, sources: int, shards: int, repeats: int, compute_ty
     model = build_model(work / f"policy-{compute_type}", texts, "base")
     inputs = work / "sources.jsonl"
     inputs.write_bytes(b"".join(orjson.dumps({"src": t}) + b"\n" for t in texts))
-    decode = ["-m", str(model), "--beam", "2", "-n", "2", "--max-length", "48", "--compute-type", compute_type,
-              str(inputs)]
+    decode = ["-m", str(model), "--beam", "2", "-n", "2", "--max-length", "48",
+              "--compute-type", compute_type, str(inputs)]
     whole_s, sharded_s = [], []
     for _ in range(repeats):
         whole_s.append(run([*REST, "sample", *decode, "-o", str(work / "whole.jsonl")]))
@@ -69,11 +70,13 @@ def bench_shards(work: Path, sources: int, shards: int, repeats: int, compute_ty
     differing = sum(joined[key][0] != whole[key][0] for key in whole) if same_keys else None
     drift = max(abs(joined[key][1] - whole[key][1]) for key in whole) if same_keys else None
     print(f"\nShards: {sources} sources, beam 2, 2 candidates each, {shards} shards, {compute_type}")
-    print(f"  joined shards hold the same (id, k) as the unsharded run: {same_keys} ({len(joined)} vs {len(whole)}); "
+    print(f"  joined shards hold the same (id, k) as the unsharded run: {same_keys} "
+          f"({len(joined)} vs {len(whole)}); "
           f"hyps that differ: {differing}; largest logprob difference {drift:.2g} "
           f"(CTranslate2 computes a batch with the sources around it)")
     print(f"  one job {statistics.median(whole_s):.2f} s; {shards} shards one after another "
-          f"{statistics.median(sharded_s):.2f} s: ratio {statistics.median(sharded_s) / statistics.median(whole_s):.2f}")
+          f"{statistics.median(sharded_s):.2f} s: "
+          f"ratio {statistics.median(sharded_s) / statistics.median(whole_s):.2f}")
 
 
 def _candidates(path: Path) -> dict[tuple, tuple[str, float]]:
@@ -92,8 +95,10 @@ def bench_side_by_side(work: Path, sources: int, repeats: int) -> None:
     for _ in range(repeats):
         one_s.append(run([*decode, "-o", str(work / "one.jsonl")]))
         started = time.perf_counter()
-        jobs = [subprocess.Popen([*decode, "--threads", "1", "--shard", f"{k}/2", "-o", str(work / f"two-{k}.jsonl")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV) for k in (1, 2)]
+        jobs = [subprocess.Popen([*decode, "--threads", "1", "--shard", f"{k}/2",
+                                  "-o", str(work / f"two-{k}.jsonl")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+                for k in (1, 2)]
         if any(job.wait() for job in jobs):
             sys.exit("a shard failed")
         two_s.append(time.perf_counter() - started)
@@ -106,14 +111,15 @@ def bench_side_by_side(work: Path, sources: int, repeats: int) -> None:
 def bench_ddp(work: Path, steps: int, repeats: int) -> None:
     data = work / "demo"
     run([*REST, "demo-data", str(data), "--train", "4000", "--valid", "50", "--test", "50"])
-    common = ["finetune", str(data / "train.jsonl"), "--preset", "demo", "--vocab-size", "400", "--steps", str(steps),
-              "--batch-tokens", "4096", "--dropout", "0", "--log-every", "10", "--checkpoint-every", "100000"]
+    common = ["finetune", str(data / "train.jsonl"), "--preset", "demo", "--vocab-size", "400",
+              "--steps", str(steps), "--batch-tokens", "4096", "--dropout", "0", "--log-every", "10",
+              "--checkpoint-every", "100000"]
     rates = {"1 process x 2 threads": [], "torchrun 2 processes x 1 thread": []}
     for repeat in range(repeats):
         single, ddp = work / f"single-{repeat}", work / f"ddp-{repeat}"
         run([*REST, *common, "--threads", "2", "--output", str(single)])
-        run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "rest_cli",
-             *common, "--output", str(ddp)], env={**ENV, "OMP_NUM_THREADS": "1"})
+        run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+             "-m", "rest_cli", *common, "--output", str(ddp)], env={**ENV, "OMP_NUM_THREADS": "1"})
         for name, path in zip(rates, (single, ddp)):
             record = json.loads((path / "training.json").read_text())
             rates[name].append(record["tokens_seen"] / record["wall_time_s"])
@@ -128,7 +134,8 @@ def bench_ddp(work: Path, steps: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=1000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--steps", type=int, default=60)

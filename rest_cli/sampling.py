@@ -41,7 +41,8 @@ class DecodeOptions:
         if self.n < 1:
             raise UsageError(f"-n must be at least 1, got {self.n}")
         if self.beam is not None and not 1 <= self.n <= self.beam:
-            raise UsageError(f"beam search returns at most --beam candidates: -n {self.n} > --beam {self.beam}")
+            raise UsageError("beam search returns at most --beam candidates: "
+                             f"-n {self.n} > --beam {self.beam}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise UsageError("need --temperature > 0, 0 < --top-p <= 1 and --top-k >= 0")
 
@@ -57,7 +58,8 @@ class DecodeOptions:
     def describe(self) -> str:
         if self.beam is not None:
             return f"beam:{self.beam}|n:{self.n}|max_len:{self.max_length}"
-        return f"sample|n:{self.n}|T:{self.temperature:g}|top_k:{self.top_k}|top_p:{self.top_p:g}|max_len:{self.max_length}"
+        return (f"sample|n:{self.n}|T:{self.temperature:g}|top_k:{self.top_k}|top_p:{self.top_p:g}|"
+                f"max_len:{self.max_length}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class SampleStats:
 
     def summary(self) -> str:
         seconds = max(time.perf_counter() - self.started, 1e-9)
-        return (f"{self.sources} sources, {self.candidates} candidates, {self.tokens} tokens in {seconds:.1f} s: "
+        return (f"{self.sources} sources, {self.candidates} candidates, "
+                f"{self.tokens} tokens in {seconds:.1f} s: "
                 f"{self.sources / seconds:.1f} sources/s, {self.tokens / seconds:.0f} tokens/s"
                 + (f"; {self.truncated_sources} sources truncated" if self.truncated_sources else ""))
 

@@ -46,7 +46,8 @@ def test_expected_best_matches_brute_force_over_subsets():
 def test_curve_leaves_references_out_and_needs_enough_samples():
     from rest_cli.errors import RestError
     from rest_cli.select.bestofn import best_of_n_curve
-    group = [{"id": 1, "reward": r, "origin": "sample"} for r in (0.0, 1.0)] + [{"id": 1, "reward": 1.0, "origin": "ref"}]
+    group = ([{"id": 1, "reward": r, "origin": "sample"} for r in (0.0, 1.0)]
+             + [{"id": 1, "reward": 1.0, "origin": "ref"}])
     assert best_of_n_curve([group], [1, 2]) == {"n": [1, 2], "mean_best_reward": [0.5, 1.0], "sources": 1}
     with pytest.raises(RestError, match="fewer than 4"):
         best_of_n_curve([group], [1, 4])
@@ -54,11 +55,12 @@ def test_curve_leaves_references_out_and_needs_enough_samples():
 
 @pytest.mark.subprocess
 def test_curve_through_the_cli(tmp_path):
-    scored = write_jsonl(tmp_path / "s.jsonl", [{"id": i, "reward": r} for i in (1, 2) for r in (0.2, 0.6, 1.0)])
+    scored = write_jsonl(tmp_path / "s.jsonl",
+                         [{"id": i, "reward": r} for i in (1, 2) for r in (0.2, 0.6, 1.0)])
     result = rest("bestofn", "--curve", "1,3", str(scored), "-o", str(tmp_path / "curve.json"))
     assert result.returncode == 0, result.stderr
-    assert read_jsonl((tmp_path / "curve.json").read_bytes()) == [{"n": [1, 3], "mean_best_reward": [0.6, 1.0],
-                                                                    "sources": 2}]
+    assert read_jsonl((tmp_path / "curve.json").read_bytes()) == [
+        {"n": [1, 3], "mean_best_reward": [0.6, 1.0], "sources": 2}]
     assert rest("bestofn", "--curve", "0,x", str(scored)).returncode == 2
 
 

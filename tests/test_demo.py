@@ -50,13 +50,15 @@ def test_systematic_noise_swaps_most_swappable_salaries(splits):
     salaries = [r for r in splits["train"] if r["ref"].startswith(english)]
     swapped = [r for r in salaries if r["noise"] == "systematic-swap"]
     assert {r["noise"] for r in splits["train"] if not r["ref"].startswith(english)} <= {None, *NOISE_KINDS}
-    assert 0.25 < len(swapped) / len(salaries) < 0.7  # 70% of the swappable ones; not every number is swappable
+    # 70% of the swappable ones; not every number is swappable
+    assert 0.25 < len(swapped) / len(salaries) < 0.7
     assert all(NumberMatch().score_pair(r["src"], r["ref"]) < 1.0 for r in swapped)
 
 
 def test_german_compounds_reorder():
     assert spell(24, "cardinal", "de") == "vierundzwanzig" and spell(24, "cardinal", "en") == "twenty-four"
-    assert _swap_tens_and_units(24) == 42 and _swap_tens_and_units(1224) == 1242 and _swap_tens_and_units(30) is None
+    assert (_swap_tens_and_units(24) == 42 and _swap_tens_and_units(1224) == 1242
+            and _swap_tens_and_units(30) is None)
 
 
 @pytest.mark.parametrize("source, hypothesis, expected", [
@@ -73,15 +75,16 @@ def test_numbers_reward_values(source, hypothesis, expected):
 
 
 def test_years_read_as_one_number():
-    assert spelled_digits("nineteen ninety-nine", "en") == spelled_digits("neunzehnhundertneunundneunzig", "de") == "1999"
+    assert (spelled_digits("nineteen ninety-nine", "en")
+            == spelled_digits("neunzehnhundertneunundneunzig", "de") == "1999")
 
 
 @pytest.mark.subprocess
 def test_demo_data_command_writes_three_splits(tmp_path):
     result = rest("demo-data", str(tmp_path / "demo"), "--train", "50", "--valid", "10", "--test", "10")
     assert result.returncode == 0, result.stderr
-    assert [len(read_jsonl((tmp_path / "demo" / f"{s}.jsonl").read_bytes())) for s in ("train", "valid", "test")] \
-        == [50, 10, 10]
+    assert [len(read_jsonl((tmp_path / "demo" / f"{s}.jsonl").read_bytes()))
+            for s in ("train", "valid", "test")] == [50, 10, 10]
     test = read_jsonl((tmp_path / "demo" / "test.jsonl").read_bytes())
     as_candidates = b"".join(orjson.dumps({**r, "hyp": r["ref"]}) + b"\n" for r in test)
     scored = rest("score", "--reward", "numbers", input=as_candidates)

@@ -84,7 +84,8 @@ def test_writer_on_a_full_disk_leaves_no_file(full_disk, tmp_path, name, size):
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("command", [["score", "-r", "exact"], ["filter", "--tau", "0.5"]], ids=["score", "filter"])
+@pytest.mark.parametrize("command", [["score", "-r", "exact"], ["filter", "--tau", "0.5"]],
+                         ids=["score", "filter"])
 @pytest.mark.parametrize("name", ["out.jsonl", "out.jsonl.gz"])
 def test_full_disk_keeps_the_previous_output(full_disk, tmp_path, command, name):
     data = write_jsonl(tmp_path / "in.jsonl", SCORED)
@@ -101,13 +102,15 @@ def test_full_disk_on_stdout_is_one_line(tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", SCORED)
     with open("/dev/full", "wb") as full:
         result = subprocess.run([sys.executable, "-m", "rest_cli", "filter", "--tau", "0.5", str(data)],
-                                stdout=full, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
-                                timeout=120)
+                                stdout=full, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.decode().splitlines() == ["rest filter: error: cannot write to stdout: No space left on device"]
+    assert result.stderr.decode().splitlines() == [
+        "rest filter: error: cannot write to stdout: No space left on device"]
 
 
-@pytest.mark.parametrize("command", [["score", "-r", "exact"], ["filter", "--tau", "0.5"]], ids=["score", "filter"])
+@pytest.mark.parametrize("command", [["score", "-r", "exact"], ["filter", "--tau", "0.5"]],
+                         ids=["score", "filter"])
 def test_output_in_a_missing_folder_is_one_line(tmp_path, command):
     data = write_jsonl(tmp_path / "in.jsonl", SCORED[:4])
     result = invoke(*command, data, "-o", tmp_path / "missing" / "out.jsonl")
@@ -134,8 +137,10 @@ def test_model_directory_on_a_full_disk_keeps_the_previous_one(random_model_dir,
 
 
 def test_finetune_on_a_full_disk_is_one_line_and_resumes(tmp_path, monkeypatch):
-    data = write_jsonl(tmp_path / "train.jsonl", [{"src": f"eins {w}", "ref": f"one {w}"} for w in "abcdefgh"])
-    command = ["finetune", "--preset", "tiny", "--steps", "2", "--vocab-size", "40", "-o", tmp_path / "model", data]
+    data = write_jsonl(tmp_path / "train.jsonl",
+                       [{"src": f"eins {w}", "ref": f"one {w}"} for w in "abcdefgh"])
+    command = ["finetune", "--preset", "tiny", "--steps", "2", "--vocab-size", "40",
+               "-o", tmp_path / "model", data]
     with monkeypatch.context() as patch:
         patch.setattr(Converter, "convert", _export_then_disk_full)
         result = invoke(*command)

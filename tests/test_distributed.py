@@ -13,7 +13,8 @@ from rest_cli.train.data import load_pairs
 from rest_cli.train.distributed import World
 from tests.helpers import REPO, rest, write_jsonl
 
-WORDS = [("eins", "one"), ("zwei", "two"), ("drei", "three"), ("hund", "dog"), ("katze", "cat"), ("haus", "house")]
+WORDS = [("eins", "one"), ("zwei", "two"), ("drei", "three"), ("hund", "dog"), ("katze", "cat"),
+         ("haus", "house")]
 
 
 def _pairs(count, seed):
@@ -21,7 +22,8 @@ def _pairs(count, seed):
     records = []
     for _ in range(count):
         picks = rng.integers(0, len(WORDS), rng.integers(1, 7))
-        records.append({"src": " ".join(WORDS[i][0] for i in picks), "ref": " ".join(WORDS[i][1] for i in picks)})
+        records.append({"src": " ".join(WORDS[i][0] for i in picks),
+                        "ref": " ".join(WORDS[i][1] for i in picks)})
     return records
 
 
@@ -48,17 +50,21 @@ def test_two_process_ddp_matches_one_process(tmp_path, batch_tokens):
     single = rest(*args, "--threads", "1", "--output", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "rest_cli", *args, "--output", str(tmp_path / "ddp")],
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", "-m", "rest_cli", *args,
+                          "--output", str(tmp_path / "ddp")],
                          capture_output=True, env=env, timeout=300)
     assert ddp.returncode == 0, ddp.stderr.decode()[-3000:]
 
     one, two = (json.loads((tmp_path / name / "training.json").read_text()) for name in ("single", "ddp"))
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert one["tokens_seen"] == two["tokens_seen"]  # the same global batches
-    assert np.allclose([v for _, v in one["train_loss"]], [v for _, v in two["train_loss"]], rtol=1e-5, atol=0)
-    assert np.allclose([v for _, v in one["valid_loss"]], [v for _, v in two["valid_loss"]], rtol=1e-5, atol=0)
-    weights_one, weights_two = (load_file(tmp_path / name / "model.safetensors") for name in ("single", "ddp"))
+    assert np.allclose([v for _, v in one["train_loss"]], [v for _, v in two["train_loss"]],
+                       rtol=1e-5, atol=0)
+    assert np.allclose([v for _, v in one["valid_loss"]], [v for _, v in two["valid_loss"]],
+                       rtol=1e-5, atol=0)
+    weights_one, weights_two = (load_file(tmp_path / name / "model.safetensors")
+                                for name in ("single", "ddp"))
     # Adam moves a weight by about lr a step however small its gradient, so where a gradient is
     # near zero, the two runs' summation orders can show; the losses above show the models agree.
     # All but a few weights agree closely all the same (0.13% differ by over 1e-5 with one-row batches).
@@ -73,9 +79,10 @@ def test_two_process_ddp_matches_one_process(tmp_path, batch_tokens):
 def test_more_processes_than_records_is_refused_by_every_rank(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", [{"src": "eins", "ref": "one"}])
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "rest_cli", "finetune", str(train), "--preset", "tiny", "--vocab-size", "20",
-                          "--steps", "2", "--output", str(tmp_path / "model")], capture_output=True, env=env, timeout=300)
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc-per-node", "2", "-m", "rest_cli", "finetune", str(train),
+                          "--preset", "tiny", "--vocab-size", "20", "--steps", "2",
+                          "--output", str(tmp_path / "model")], capture_output=True, env=env, timeout=300)
     assert ddp.returncode != 0
     assert ddp.stderr.decode().count("1 usable record(s) for 2 processes; run fewer processes") == 2
     assert not (tmp_path / "model").exists()

@@ -26,7 +26,8 @@ def test_distinct_n():
 def test_reference_metrics_on_a_perfect_and_a_short_output():
     perfect = reference_metrics(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert (perfect["bleu"], perfect["chrf"], perfect["length_ratio"]) == (100.0, 100.0, 1.0)
-    assert reference_metrics(["the cat"], ["the cat sat on the mat"])["length_ratio"] == pytest.approx(2 / 6, abs=1e-4)
+    assert (reference_metrics(["the cat"], ["the cat sat on the mat"])["length_ratio"]
+            == pytest.approx(2 / 6, abs=1e-4))
     assert perfect["bleu_sig"].startswith("nrefs:1|") and "version:" in perfect["chrf_sig"]
 
 
@@ -35,7 +36,8 @@ def result(model, reward, bleu, chrf):
 
 
 def test_compare_flags_reward_up_while_bleu_falls():
-    rows = compare([result("bc", 0.5, 30.0, 55.0), result("rest", 0.7, 25.0, 55.5), result("ok", 0.6, 30.5, 54.5)])
+    rows = compare([result("bc", 0.5, 30.0, 55.0), result("rest", 0.7, 25.0, 55.5),
+                    result("ok", 0.6, 30.5, 54.5)])
     assert rows[0]["reward_hacking_suspected"] and rows[0]["why"] == "use up while bleu down"
     assert rows[0]["rewards"] == {"use": pytest.approx(0.2)} and rows[0]["bleu"] == -5.0
     assert not rows[1]["reward_hacking_suspected"]  # chrF fell by 0.5 only, under the 1.0 threshold
@@ -43,13 +45,15 @@ def test_compare_flags_reward_up_while_bleu_falls():
 
 @pytest.mark.subprocess
 def test_eval_command_json_and_comparison(random_model_dir, tmp_path):
-    data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}, {"src": "zwei", "ref": "two"}])
+    data = write_jsonl(tmp_path / "test.jsonl",
+                       [{"src": "eins hund", "ref": "one dog"}, {"src": "zwei", "ref": "two"}])
     out = rest("eval", "-m", str(random_model_dir), "--compare", str(random_model_dir), "-r", "chrf",
                "--sample", "2", "--max-length", "8", str(data))
     assert out.returncode == 0, out.stderr
     report = read_jsonl(out.stdout.replace(b"\n", b" "))[0]
     first, second = report["results"]
-    assert first["sources"] == 2 and set(first["rewards"]) == {"chrf"} and "bleu" in first and "sampled" in first
+    assert (first["sources"] == 2 and set(first["rewards"]) == {"chrf"} and "bleu" in first
+            and "sampled" in first)
     assert first == second  # same model, same seed: the same figures
     assert report["comparisons"][0]["rewards"] == {"chrf": 0.0}
     assert "rest eval" in out.stderr.decode()

@@ -109,13 +109,14 @@ COMMANDS = [
     _filter("filter-gamma", "--gamma", "0.5", thorough=False),
     _filter("filter-top-k", "--top-k", "1"),
     _filter("filter-dedup", "--dedup", needs=("id", "reward", "hyp")),
-    Command("bestofn", lambda p, w, m: ["bestofn", p], lambda r, w: sum(x["best_of"] for x in read_jsonl(r.stdout_bytes)),
+    Command("bestofn", lambda p, w, m: ["bestofn", p],
+            lambda r, w: sum(x["best_of"] for x in read_jsonl(r.stdout_bytes)),
             frozenset({"id", "reward"}), grouped=True),
     Command("rmcheck", lambda p, w, m: ["rmcheck", "-r", "exact", "-p", "empty", "--threshold", "0", "-d", p],
             lambda r, w: orjson.loads(r.stdout_bytes)["pairs"], frozenset({"src", "ref"})),
     Command("sample", lambda p, w, m: ["sample", "-m", m, "-n", "2", "--max-length", "4", p],
-            lambda r, w: len(read_jsonl(r.stdout_bytes)) // 2, frozenset({"src"}), frozenset({"id"}), expensive=True,
-            loads_first=True),
+            lambda r, w: len(read_jsonl(r.stdout_bytes)) // 2, frozenset({"src"}), frozenset({"id"}),
+            expensive=True, loads_first=True),
     Command("eval", lambda p, w, m: ["eval", "-m", m, "--max-length", "4", p],
             lambda r, w: orjson.loads(r.stdout_bytes)["results"][0]["sources"], frozenset({"src"}),
             frozenset({"id", "ref"}), expensive=True),
@@ -160,12 +161,13 @@ def _field(name, value, **fields):
 
 CASES = [
     # Lines that are not records: every command refuses them (the reader's checks).
-    _reader("invalid-utf8-in-string", raw('{"id": "s1", "src": "caf', b"") + b'\xe9", "ref": "x", "hyp": "x", '
-            b'"reward": 0.5}\n', "invalid UTF-8 at byte 25", representative=True),
+    _reader("invalid-utf8-in-string", raw('{"id": "s1", "src": "caf', b"") + b'\xe9", "ref": "x", '
+            b'"hyp": "x", "reward": 0.5}\n', "invalid UTF-8 at byte 25", representative=True),
     _reader("invalid-utf8-bytes-before", b"\xff\xfe" + rec(), r"invalid UTF-8 at byte 1"),
     _reader("nan-literal", raw(f'{{"id": "s1", {GOOD_TAIL}, "reward": NaN}}'), "NaN is not JSON",
             representative=True),
-    _reader("infinity-literal", raw(f'{{"id": "s1", {GOOD_TAIL}, "reward": Infinity}}'), "Infinity is not JSON"),
+    _reader("infinity-literal", raw(f'{{"id": "s1", {GOOD_TAIL}, "reward": Infinity}}'),
+            "Infinity is not JSON"),
     _reader("minus-infinity-literal", raw(f'{{"id": "s1", {GOOD_TAIL}, "reward": -Infinity}}'),
             "Infinity is not JSON"),
     _reader("nan-in-a-field-no-command-reads", raw(f'{{"id": "s1", {GOOD_TAIL}, "reward": 0.5, "x": NaN}}'),
@@ -176,7 +178,8 @@ CASES = [
             "surrogate"),
     _reader("json-array", b'["s1", "eins zwei", "one two"]\n', "expected a JSON object, got list",
             representative=True),
-    _reader("line-separators-in-the-value-shown", raw('"eins\u2028zwei\x85drei"'), r"got str .eins\\u2028zwei"),
+    _reader("line-separators-in-the-value-shown", raw('"eins\u2028zwei\x85drei"'),
+            r"got str .eins\\u2028zwei"),
     _reader("json-number", b"42\n", "expected a JSON object, got int"),
     _reader("json-string", b'"eins zwei"\n', "expected a JSON object, got str"),
     _reader("json-null", b"null\n", "expected a JSON object, got null"),
@@ -184,12 +187,13 @@ CASES = [
     _reader("trailing-garbage", rec(end=b" x\n"), "unexpected content after document"),
     _reader("two-objects-on-one-line", rec(end=b"") + rec("s2"), "unexpected content after document"),
     _reader("nul-byte-after-object", rec(end=b"\x00\n"), "unexpected content after document"),
-    _reader("nesting-too-deep", b'{"id": "s1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "depth limit exceeded"),
+    _reader("nesting-too-deep", b'{"id": "s1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n",
+            "depth limit exceeded"),
     _reader("bom-mid-file", BOM + rec(), "byte-order mark .BOM. is allowed only at the start"),
     _reader("bom-then-not-an-object", BOM + b"null\n", "expected a JSON object, got null", where="first",
             mixable=False),
-    Case("truncated-last-line", [rec(end=b"")[:30]], problem="invalid JSON: unexpected end of data", where="last",
-         representative=True, mixable=False),
+    Case("truncated-last-line", [rec(end=b"")[:30]], problem="invalid JSON: unexpected end of data",
+         where="last", representative=True, mixable=False),
 
     # Accepted by every command (documented treatments).
     Case("bom-at-start", [BOM + rec()], where="first"),
@@ -381,15 +385,15 @@ def test_finetune_input_error_leaves_no_work_directory(tmp_path):
 # --- Generated lines -------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=6)
 texts = st.text(max_size=12)
 records = st.fixed_dictionaries({}, optional={
     "id": st.integers(0, 3) | texts | json_values, "src": texts | json_values, "ref": texts | json_values,
-    "hyp": texts | json_values, "reward": st.floats(0, 1) | json_values, "weight": st.floats(0, 2) | json_values,
-    "k": st.integers(0, 3) | json_values})
+    "hyp": texts | json_values, "reward": st.floats(0, 1) | json_values,
+    "weight": st.floats(0, 2) | json_values, "k": st.integers(0, 3) | json_values})
 lines = st.one_of(records.map(orjson.dumps), records.map(orjson.dumps), json_values.map(orjson.dumps),
                   st.binary(max_size=24).map(lambda b: b.replace(b"\n", b"")))
 files = st.lists(lines, max_size=6).map(lambda ls: b"\n".join(ls))
@@ -413,7 +417,8 @@ def check_generated(command: Command, data: bytes, model: str) -> None:
         plain = invoke(command.args(str(path), work, model))
         assert plain.exit_code in ((0, 1, 3) if command.name == "rmcheck" else (0, 3)), plain.stderr
         if plain.exit_code == 3:
-            assert_one_error_line(plain, command.name, path, r"\d+" if "no record" not in plain.stderr else None, "")
+            assert_one_error_line(plain, command.name, path,
+                                  r"\d+" if "no record" not in plain.stderr else None, "")
         if command.name == "finetune":
             return  # the lenient run trains again; the mixed-file test covers its counting
         lenient = invoke(command.args(str(path), work, model) + ["--skip-invalid"])
@@ -421,7 +426,8 @@ def check_generated(command: Command, data: bytes, model: str) -> None:
             assert (command.grouped and "appears again" in lenient.stderr) or "no record" in lenient.stderr, \
                 lenient.stderr
             return
-        assert lenient.exit_code in (0, 1) if command.name == "rmcheck" else lenient.exit_code == 0, lenient.stderr
+        assert (lenient.exit_code in (0, 1) if command.name == "rmcheck"
+                else lenient.exit_code == 0), lenient.stderr
         found = re.search(r"skipped (\d+) invalid record\(s\)", lenient.stderr)
         assert command.count(lenient, work) + (int(found[1]) if found else 0) == record_lines(data)
 

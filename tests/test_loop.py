@@ -53,11 +53,12 @@ def test_report_collects_steps_controls_and_curves(tmp_path):
     (run / "g1" / "i2" / "skipped").write_text("")
     eval_report(run / "test" / "control-more.json", "more", 0.5)
     (run / "bon").mkdir()
-    (run / "bon" / "bc.json").write_text(json.dumps({"n": [1, 2], "mean_best_reward": [0.4, 0.6], "sources": 3}))
+    (run / "bon" / "bc.json").write_text(json.dumps({"n": [1, 2], "mean_best_reward": [0.4, 0.6],
+                                                     "sources": 3}))
     results = collect(run, "numbers")
     assert [s["policy"] for s in results["steps"]] == ["bc", "g1-i1", "g1-i2", "g2-i1"]
-    assert results["steps"][1]["test"] == {"reward": pytest.approx(0.55), "sampled_reward": pytest.approx(0.45),
-                                           "bleu": 50.0, "chrf": 70.0}
+    assert results["steps"][1]["test"] == {"reward": pytest.approx(0.55),
+                                           "sampled_reward": pytest.approx(0.45), "bleu": 50.0, "chrf": 70.0}
     assert results["steps"][2]["skipped"] and results["controls"][0]["policy"] == "control-more"
     text = markdown(results)
     assert "| g2-i1 | 0.7000 | 0.6500 |" in text and "Best-of-N, bc: N=1: 0.4000, N=2: 0.6000" in text

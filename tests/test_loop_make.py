@@ -21,7 +21,8 @@ TINY = {
     "BC_OPTS": "--preset tiny --vocab-size 200 --steps 40 --lr 3e-3",
     "FINETUNE_OPTS": "--batch-tokens 1024 --log-every 20",
     "IMPROVE_STEPS": "10", "CONTROL_MAX_STEPS": "20",
-    "SAMPLE_OPTS": "--max-length 24", "EVAL_OPTS": "--max-length 24", "TEST_OPTS": "--max-length 24 --sample 2",
+    "SAMPLE_OPTS": "--max-length 24", "EVAL_OPTS": "--max-length 24",
+    "TEST_OPTS": "--max-length 24 --sample 2",
     "BON_N": "1,2", "SHARDS": "2",
 }
 
@@ -29,7 +30,8 @@ TINY = {
 def make(run, *targets, **overrides):
     variables = {**TINY, "RUN": str(run), "REST": f"{sys.executable} -m rest_cli", **overrides}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(["make", "-f", str(REPO / "rest.mk"), *targets, *(f"{k}={v}" for k, v in variables.items())],
+    return subprocess.run(["make", "-f", str(REPO / "rest.mk"), *targets,
+                           *(f"{k}={v}" for k, v in variables.items())],
                           capture_output=True, text=True, env=env, cwd=run.parent, timeout=600)
 
 
@@ -43,11 +45,12 @@ def finished_run(tmp_path_factory):
 
 def test_every_artefact_is_on_disk(finished_run):
     run, _ = finished_run
-    for path in ["data/train.jsonl", "g0/model/config.json", "g0/model/ctranslate2/model.bin", "g0/valid.json",
-                 "g1/candidates.jsonl.gz", "g1/i0/valid.json", "g1/i1/data.jsonl.gz", "g1/i1/model/training.json",
-                 "g1/i1/valid.json", "g1/i2/valid.json", "g1/policy", "test/bc.json", "test/g1-i1.json",
-                 "test/g1-i2.json", "test/control-converged.json", "test/control-more.json", "bon/bc.json",
-                 "bon/final.json", "results.md", "results.json", "results.png"]:
+    for path in ["data/train.jsonl", "g0/model/config.json", "g0/model/ctranslate2/model.bin",
+                 "g0/valid.json", "g1/candidates.jsonl.gz", "g1/i0/valid.json", "g1/i1/data.jsonl.gz",
+                 "g1/i1/model/training.json", "g1/i1/valid.json", "g1/i2/valid.json", "g1/policy",
+                 "test/bc.json", "test/g1-i1.json", "test/g1-i2.json", "test/control-converged.json",
+                 "test/control-more.json", "bon/bc.json", "bon/final.json", "results.md", "results.json",
+                 "results.png"]:
         assert (run / path).exists(), path
     training = json.loads((run / "g1" / "i1" / "model" / "training.json").read_text())
     assert str(run / "g0" / "model") in json.dumps(training)  # the Improve step started from BC
@@ -138,6 +141,7 @@ def test_a_finished_loop_is_up_to_date_and_a_stopped_one_redoes_only_what_is_mis
         (run / path).unlink()
     again = make(run, "rest")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "finetune" not in again.stdout and "sample -m" in again.stdout  # only the Best-of-N sampling re-ran
+    # only the Best-of-N sampling re-ran
+    assert "finetune" not in again.stdout and "sample -m" in again.stdout
     assert (run / "g0" / "model" / "config.json").stat().st_mtime_ns == bc_time
     assert (run / "results.md").exists()

@@ -19,8 +19,9 @@ def hanging_reward(tmp_path) -> str:
 TIMED_OUT = "after 0 restarts: it gave no answer within 0.3 s, so rest stopped it"
 
 PAIRS = [{"src": f"Ich sehe {de} Hunde im Park.", "ref": f"I see {en} dogs in the park."}
-         for de, en in [("zwei", "two"), ("drei", "three"), ("vier", "four"), ("fünf", "five"), ("sechs", "six"),
-                        ("sieben", "seven"), ("acht", "eight"), ("neun", "nine"), ("zehn", "ten"), ("elf", "eleven")]]
+         for de, en in [("zwei", "two"), ("drei", "three"), ("vier", "four"), ("fünf", "five"),
+                        ("sechs", "six"), ("sieben", "seven"), ("acht", "eight"), ("neun", "nine"),
+                        ("zehn", "ten"), ("elf", "eleven")]]
 
 
 class LovesLength(Reward):

@@ -22,7 +22,8 @@ def test_output_is_grouped_in_input_order_with_n_candidates_each(random_model_di
 
 
 def test_same_seed_same_samples_and_samples_differ(random_model_dir):
-    first, again, other = draw(random_model_dir, n=4), draw(random_model_dir, n=4), draw(random_model_dir, 1, n=4)
+    first, again, other = (draw(random_model_dir, n=4), draw(random_model_dir, n=4),
+                           draw(random_model_dir, 1, n=4))
     assert [r["hyp"] for r in first] == [r["hyp"] for r in again]
     assert [r["hyp"] for r in first] != [r["hyp"] for r in other]
     distinct_per_source = [len({r["hyp"] for r in first if r["id"] == s["id"]}) for s in SOURCES]

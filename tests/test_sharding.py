@@ -63,7 +63,8 @@ def _sample(model, sources, *args):
 def test_beam_shards_concatenate_to_the_unsharded_output(random_model_dir, tmp_path):
     sources = write_jsonl(tmp_path / "src.jsonl", SOURCES)
     whole = _sample(random_model_dir, sources, "-n", "2", "--beam", "2")
-    shards = [_sample(random_model_dir, sources, "-n", "2", "--beam", "2", "--shard", f"{k}/3") for k in (1, 2, 3)]
+    shards = [_sample(random_model_dir, sources, "-n", "2", "--beam", "2", "--shard", f"{k}/3")
+              for k in (1, 2, 3)]
     joined = {(r["id"], r["k"]): r for r in sum(shards, [])}
     assert sorted(joined) == sorted((r["id"], r["k"]) for r in whole)
     for record in whole:  # the same candidates; int8 log-probs may differ slightly with the batch around them
@@ -76,7 +77,8 @@ def test_beam_shards_concatenate_to_the_unsharded_output(random_model_dir, tmp_p
 def test_sampled_shards_hold_every_source_once_with_their_own_seeds(random_model_dir, tmp_path):
     sources = write_jsonl(tmp_path / "src.jsonl", SOURCES)
     whole = _sample(random_model_dir, sources, "-n", "3", "--include-ref")
-    shards = [_sample(random_model_dir, sources, "-n", "3", "--include-ref", "--shard", f"{k}/2") for k in (1, 2)]
+    shards = [_sample(random_model_dir, sources, "-n", "3", "--include-ref", "--shard", f"{k}/2")
+              for k in (1, 2)]
     merged = sorted(sum(shards, []), key=lambda r: (r["id"], r["k"]))
     assert [(r["id"], r["k"], r["src"]) for r in merged] == [(r["id"], r["k"], r["src"]) for r in whole]
     again = _sample(random_model_dir, sources, "-n", "3", "--include-ref", "--shard", "1/2")
@@ -90,7 +92,8 @@ def test_scored_shards_concatenate_to_the_unsharded_output(tmp_path):
     records = [{"id": i // 4, "hyp": f"one dog {i % 4}", "ref": "one dog 1"} for i in range(40)]
     path = write_jsonl(tmp_path / "c.jsonl", records)
     whole = read_jsonl(rest("score", "-r", "chrf", str(path)).stdout)
-    shards = [read_jsonl(rest("score", "-r", "chrf", "--shard", f"{k}/3", str(path)).stdout) for k in (1, 2, 3)]
+    shards = [read_jsonl(rest("score", "-r", "chrf", "--shard", f"{k}/3", str(path)).stdout)
+              for k in (1, 2, 3)]
     assert sorted(map(repr, sum(shards, []))) == sorted(map(repr, whole)) and len(whole) == 40
     no_ids = write_jsonl(tmp_path / "n.jsonl", [{"hyp": "a", "ref": "a"}])
     result = rest("score", "-r", "chrf", "--shard", "1/2", str(no_ids))

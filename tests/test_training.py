@@ -87,7 +87,8 @@ def test_training_json_says_how_the_model_was_made(copy_model):
 def test_init_continues_the_parent_at_the_given_rate(copy_model, tmp_path):
     parent, _ = copy_model
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(50, seed=5))
-    record = finetune(str(train), tmp_path / "child", FinetuneOptions(steps=1, lr=1e-4, warmup=0), init_dir=parent)
+    record = finetune(str(train), tmp_path / "child", FinetuneOptions(steps=1, lr=1e-4, warmup=0),
+                      init_dir=parent)
     assert record["parent"] == str(parent) and record["options"]["label_smoothing"] == 0.0
     assert (tmp_path / "child" / "spm.model").read_bytes() == (parent / "spm.model").read_bytes()
     # Adam's first step moves each parameter with a gradient by the learning rate, no more.
@@ -100,7 +101,8 @@ def test_init_continues_the_parent_at_the_given_rate(copy_model, tmp_path):
 def test_init_refuses_a_new_shape(copy_model, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(5))
     with pytest.raises(UsageError, match="--preset: not with --init"):
-        finetune(str(train), tmp_path / "child", FinetuneOptions(preset="tiny", steps=1), init_dir=copy_model[0])
+        finetune(str(train), tmp_path / "child", FinetuneOptions(preset="tiny", steps=1),
+                 init_dir=copy_model[0])
 
 
 def test_same_seed_same_weights_and_another_seed_others(tmp_path):
@@ -109,7 +111,8 @@ def test_same_seed_same_weights_and_another_seed_others(tmp_path):
             for i, seed in enumerate((3, 3, 4))]
     assert runs[0]["train_loss"] == runs[1]["train_loss"]
     assert_same_weights(weights(tmp_path / "m0"), weights(tmp_path / "m1"))
-    assert not torch.equal(weights(tmp_path / "m0")["lm_head.weight"], weights(tmp_path / "m2")["lm_head.weight"])
+    assert not torch.equal(weights(tmp_path / "m0")["lm_head.weight"],
+                           weights(tmp_path / "m2")["lm_head.weight"])
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
@@ -156,19 +159,22 @@ def test_a_damaged_checkpoint_is_one_clear_error(tmp_path):
     train = _stopped_at_the_first_step(tmp_path)
     checkpoint = partial_dir(tmp_path / "m") / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # cut short, as by a crash mid-copy
-    with pytest.raises(RestError, match=r"checkpoint\.pt: cannot load .* delete .*m\.partial to start afresh"):
+    with pytest.raises(RestError,
+                       match=r"checkpoint\.pt: cannot load .* delete .*m\.partial to start afresh"):
         finetune(str(train), tmp_path / "m", tiny(steps=10))
 
 
 def test_best_validation_checkpoint_is_the_output_and_patience_stops(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(200))
-    # Validating on a different task: the loss rises as the copy is learnt, so the first checkpoint stays best.
+    # Validating on a different task: the loss rises as the copy is learnt, so the first
+    # checkpoint stays best.
     valid = write_jsonl(tmp_path / "valid.jsonl", [{"src": "ab cd", "ref": "wx wx wx wx wx wx"}] * 4)
     record = finetune(str(train), tmp_path / "m", tiny(steps=200, valid_every=5, patience=2),
                       valid_path=str(valid), save_last=tmp_path / "last")
     assert record["stopped_early"] and record["steps"] == 15 and record["best_step"] == 5
     assert record["output"] == "best" and training_info(tmp_path / "last")["output"] == "last"
-    assert not torch.equal(weights(tmp_path / "m")["lm_head.weight"], weights(tmp_path / "last")["lm_head.weight"])
+    assert not torch.equal(weights(tmp_path / "m")["lm_head.weight"],
+                           weights(tmp_path / "last")["lm_head.weight"])
 
 
 def test_a_weight_zero_record_changes_nothing(tmp_path):
@@ -185,7 +191,8 @@ def test_a_weight_zero_record_changes_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from rest_cli.models.native.tokenizer import train_tokenizer
-    return Tokenizer(train_tokenizer([p["src"] for p in copy_pairs(300)], tmp_path_factory.mktemp("spm") / "spm", 48))
+    return Tokenizer(train_tokenizer([p["src"] for p in copy_pairs(300)],
+                                     tmp_path_factory.mktemp("spm") / "spm", 48))
 
 
 def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
@@ -203,18 +210,21 @@ def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
         return total / count, nll_sum, count
     weighted, nll_sum, count = loss([Pair(a.src, a.tgt, 2.0), b])
     assert count.item() == 2 * 4 + 2  # two weights x (3 tokens + EOS), plus 1 token + EOS
-    assert weighted.item() == pytest.approx(loss([a, a, b])[0].item(), abs=1e-5)  # weight 2 = the record twice
+    # weight 2 = the record twice
+    assert weighted.item() == pytest.approx(loss([a, a, b])[0].item(), abs=1e-5)
     assert weighted.item() == pytest.approx(nll_sum.item() / count.item(), abs=1e-6)
     assert loss([a, Pair(b.src, b.tgt, 0.0)])[0].item() == pytest.approx(loss([a])[0].item(), abs=1e-5)
 
 
 def test_truncated_targets_keep_max_length_tokens_and_learn_no_eos(tokenizer):
     stats = DataStats("x")
-    data = tokenize_pairs([Pair("ab cd ef gh", "ab cd ef gh"), Pair("ab", "ab"), Pair("", "ab")], tokenizer, 2, stats)
+    data = tokenize_pairs([Pair("ab cd ef gh", "ab cd ef gh"), Pair("ab", "ab"), Pair("", "ab")],
+                          tokenizer, 2, stats)
     assert (stats.truncated, stats.empty_src, len(data)) == (1, 1, 2)
     batch = collate(data, np.arange(2), NATIVE)
     assert batch.inputs["src_ids"].shape == (2, 2)
-    assert not batch.mask[0, 2] and batch.labels.tolist()[0][2] == PAD_ID and EOS_ID in batch.labels.tolist()[1]
+    assert (not batch.mask[0, 2] and batch.labels.tolist()[0][2] == PAD_ID
+            and EOS_ID in batch.labels.tolist()[1])
 
 
 def test_load_pairs_prefers_hyp_and_locates_bad_records(tmp_path):
@@ -256,7 +266,8 @@ def test_learning_rate_warms_up_linearly_then_decays_as_inverse_sqrt():
     (FinetuneOptions(steps=1, batch_tokens=0), "--batch-tokens must be at least 1"),
     (FinetuneOptions(steps=1, patience=0), "--patience must be at least 1"),
     (FinetuneOptions(steps=1, max_length=1024), "--max-length must be below the model's max_positions"),
-    (FinetuneOptions(steps=1, preset="tiny", d_model=63), "--d-model must be even and divisible by the heads"),
+    (FinetuneOptions(steps=1, preset="tiny", d_model=63),
+     "--d-model must be even and divisible by the heads"),
 ])
 def test_bad_options_are_usage_errors_before_any_work(tmp_path, options, message):
     train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(5))
@@ -276,7 +287,8 @@ def test_epochs_count_whole_passes_and_steps_win_over_them(tmp_path):
 
 
 def test_data_with_nothing_to_train_on_fails_before_anything_is_written(tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", [{"src": "", "ref": "a"}, {"src": "b", "ref": "b", "weight": 0}])
+    train = write_jsonl(tmp_path / "train.jsonl",
+                        [{"src": "", "ref": "a"}, {"src": "b", "ref": "b", "weight": 0}])
     with pytest.raises(InputError, match="no record to train on"):
         finetune(str(train), tmp_path / "m", tiny(steps=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]

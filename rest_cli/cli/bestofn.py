@@ -74,8 +74,8 @@ def bestofn(
         log("bestofn", stats.summary())
 
 
-def _groups(input: str, model: str | None, scorer: Reward | None, decode: DecodeOptions, engine: EngineOptions,
-            skip_invalid: bool) -> tuple[RecordReader, Iterator[list[Record]]]:
+def _groups(input: str, model: str | None, scorer: Reward | None, decode: DecodeOptions,
+            engine: EngineOptions, skip_invalid: bool) -> tuple[RecordReader, Iterator[list[Record]]]:
     """The reader and the scored candidates grouped by source: sampled from `model`, or read."""
     if model:
         reader, candidates = _sampled(input, model, decode, engine, scorer, skip_invalid)

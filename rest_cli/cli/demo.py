@@ -26,7 +26,8 @@ def demo_data(
     from rest_cli.demo.translation import DemoSpec, demo_splits
     from rest_cli.io.records import RecordWriter
 
-    splits = demo_splits(DemoSpec(train=train, valid=valid, test=test, noise=noise, systematic=systematic, seed=seed))
+    splits = demo_splits(DemoSpec(train=train, valid=valid, test=test, noise=noise, systematic=systematic,
+                                  seed=seed))
     directory.mkdir(parents=True, exist_ok=True)
     for split, records in splits.items():
         with RecordWriter(str(directory / f"{split}.jsonl")) as writer:

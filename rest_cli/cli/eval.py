@@ -34,7 +34,8 @@ def evaluate(
     input: InputArg = "-",
     model: Annotated[str, typer.Option("--model", "-m", help="Model directory to evaluate.")] = ...,
     compare: Annotated[Optional[list[str]], typer.Option(
-        "--compare", help="Further model directories, shown with deltas against --model (repeatable).")] = None,
+        "--compare",
+        help="Further model directories, shown with deltas against --model (repeatable).")] = None,
     reward: Annotated[Optional[list[str]], typer.Option(
         "--reward", "-r", help="Reward(s) to report (repeatable).")] = None,
     reward_config: RewardConfigOpt = None,
@@ -43,12 +44,14 @@ def evaluate(
     reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
     reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
     beam: Annotated[int, typer.Option(help="Beam size for the main figures (1 = greedy).")] = 1,
-    sample: Annotated[int, typer.Option(help="Also report the mean reward of this many samples per source.")] = 0,
+    sample: Annotated[int, typer.Option(
+        help="Also report the mean reward of this many samples per source.")] = 0,
     temperature: Annotated[float, typer.Option(help="Temperature for --sample.")] = 0.8,
     max_length: Annotated[int, typer.Option(help="Longest output, in tokens.")] = 256,
     compute_type: Annotated[str, typer.Option(help="CTranslate2 compute type (auto: int8 on CPU).")] = "auto",
     hack_threshold: Annotated[float, typer.Option(
-        help="Flag reward hacking when a reward rises while BLEU or chrF falls by more than this many points.")] = 1.0,
+        help="Flag reward hacking when a reward rises while BLEU or chrF falls by more than "
+             "this many points.")] = 1.0,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Print a table on stderr and the figures as JSON on stdout. The set is held in memory."""
@@ -69,7 +72,8 @@ def evaluate(
         if not sources:
             raise InputError(reader.name, None, "no record to evaluate on")
         results = [evaluate_model(m, sources, rewards, plan, engine) for m in [model, *(compare or [])]]
-    report = {"data": reader.name, "results": results, "comparisons": compare_results(results, hack_threshold)}
+    report = {"data": reader.name, "results": results,
+              "comparisons": compare_results(results, hack_threshold)}
     _print_table(report)
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
 
@@ -87,12 +91,14 @@ def _print_table(report: dict) -> None:
     from rich.table import Table
 
     results = report["results"]
-    table = Table(title=f"rest eval: {report['data']} ({results[0]['sources']} sources, {results[0]['decode']})")
+    table = Table(title=f"rest eval: {report['data']} "
+                        f"({results[0]['sources']} sources, {results[0]['decode']})")
     table.add_column("metric")
     for result in results:
         table.add_column("/".join(Path(result["model"]).parts[-3:]), justify="right")
     for label, get in _rows(results[0]):
-        table.add_row(label, *(_cell(get(r), get(r) - get(results[0]) if i else None) for i, r in enumerate(results)))
+        table.add_row(label, *(_cell(get(r), get(r) - get(results[0]) if i else None)
+                               for i, r in enumerate(results)))
     console = Console(stderr=True)
     console.print(table)
     for row in report["comparisons"]:
@@ -102,8 +108,8 @@ def _print_table(report: dict) -> None:
 
 def _rows(result: dict):
     rows = [(f"reward {name}", lambda r, n=name: r["rewards"][n]) for name in result["rewards"]]
-    rows += [(f"sampled {name}", lambda r, n=name: r["sampled"]["rewards"][n]) for name in result.get("sampled", {})
-             .get("rewards", {})]
+    rows += [(f"sampled {name}", lambda r, n=name: r["sampled"]["rewards"][n])
+             for name in result.get("sampled", {}).get("rewards", {})]
     rows += [(m, lambda r, m=m: r[m]) for m in ("bleu", "chrf", "length_ratio") if m in result]
     return rows + [(m, lambda r, m=m: r[m]) for m in ("distinct_1", "distinct_2")]
 

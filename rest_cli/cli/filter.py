@@ -19,8 +19,10 @@ def filter(
         help="Per source: keep reward >= the P-th percentile of that source's rewards.")] = None,
     gamma: Annotated[Optional[float], typer.Option(
         help="Per source: keep reward >= G*max + (1-G)*mean of that source's rewards.")] = None,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Per source: keep the K best candidates.")] = None,
-    dedup: Annotated[bool, typer.Option("--dedup", help="Per source: drop repeated hypotheses first.")] = False,
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", help="Per source: keep the K best candidates.")] = None,
+    dedup: Annotated[bool, typer.Option(
+        "--dedup", help="Per source: drop repeated hypotheses first.")] = False,
     output: OutputOpt = "-",
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:

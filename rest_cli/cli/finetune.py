@@ -31,7 +31,8 @@ def finetune(
         "--output", "-o", help="Model directory to write (replaced when complete). Work in progress is kept "
                                "in OUTPUT.partial/; running the same command again resumes from it.")] = ...,
     init: Annotated[Optional[str], typer.Option(
-        help="Continue training this model directory (the previous policy): its tokenizer and shape are kept.")] = None,
+        help="Continue training this model directory (the previous policy): its tokenizer and shape "
+             "are kept.")] = None,
     valid: Annotated[Optional[str], typer.Option(
         help="JSONL validation records; the output is then the checkpoint of lowest validation loss.",
         rich_help_panel=_VALID)] = None,
@@ -42,8 +43,10 @@ def finetune(
     save_last: Annotated[Optional[str], typer.Option(
         help="Also write the last checkpoint to this model directory.", rich_help_panel=_VALID)] = None,
     preset: Annotated[Optional[str], typer.Option(
-        help="Model shape: tiny, demo, small, base or iwslt.", show_default="base", rich_help_panel=_MODEL)] = None,
-    d_model: Annotated[Optional[int], typer.Option(help="Override the preset's width.", rich_help_panel=_MODEL)] = None,
+        help="Model shape: tiny, demo, small, base or iwslt.", show_default="base",
+        rich_help_panel=_MODEL)] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Override the preset's width.",
+                                                   rich_help_panel=_MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(
         help="Override the preset's encoder and decoder layers.", rich_help_panel=_MODEL)] = None,
     heads: Annotated[Optional[int], typer.Option(help="Override the preset's attention heads.",
@@ -62,8 +65,9 @@ def finetune(
                                                   rich_help_panel=_OPTIM)] = None,
     objective: Annotated[str, typer.Option(
         help=f"The Improve loss: {', '.join(objective_names())}.", rich_help_panel=_OPTIM)] = D.objective,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (the ReST loop lowers it at each Improve step).",
-                                      rich_help_panel=_OPTIM)] = D.lr,
+    lr: Annotated[float, typer.Option(
+        help="Peak learning rate (the ReST loop lowers it at each Improve step).",
+        rich_help_panel=_OPTIM)] = D.lr,
     warmup: Annotated[Optional[int], typer.Option(
         help="Linear warmup steps, then inverse-square-root decay; 0 keeps the rate constant.",
         show_default="10% of the steps, at most 1000", rich_help_panel=_OPTIM)] = None,
@@ -72,11 +76,13 @@ def finetune(
     label_smoothing: Annotated[Optional[float], typer.Option(
         help="Label smoothing.", show_default="0.1 from scratch, 0.0 with --init",
         rich_help_panel=_OPTIM)] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=_OPTIM)] = D.weight_decay,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.",
+                                                rich_help_panel=_OPTIM)] = D.weight_decay,
     clip_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 disables.",
                                              rich_help_panel=_OPTIM)] = D.clip_norm,
     max_length: Annotated[int, typer.Option(
-        help="Truncate sources and targets to this many tokens (counted on stderr).", rich_help_panel=_OPTIM)] = D.max_length,
+        help="Truncate sources and targets to this many tokens (counted on stderr).",
+        rich_help_panel=_OPTIM)] = D.max_length,
     seed: Annotated[int, typer.Option(help="Seeds initialisation, batching and dropout.",
                                       rich_help_panel=_OPTIM)] = D.seed,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint to OUTPUT.partial/ every N steps.",
@@ -86,9 +92,10 @@ def finetune(
     device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.",
                                         rich_help_panel=_RUN)] = D.device,
     bf16: Annotated[Optional[bool], typer.Option(
-        "--bf16/--no-bf16", help="bfloat16 autocast.", show_default="on for CUDA that supports it, off on CPU",
-        rich_help_panel=_RUN)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.", rich_help_panel=_RUN)] = None,
+        "--bf16/--no-bf16", help="bfloat16 autocast.",
+        show_default="on for CUDA that supports it, off on CPU", rich_help_panel=_RUN)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.",
+                                                   rich_help_panel=_RUN)] = None,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Train by NLL on `src` -> `hyp` (else `ref`), each record's token losses times its `weight`.
@@ -102,10 +109,11 @@ def finetune(
 
     options = FinetuneOptions(
         preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,
-        dropout=dropout, objective=objective, lr=lr, warmup=warmup, steps=steps, epochs=epochs, batch_tokens=batch_tokens,
-        label_smoothing=label_smoothing, weight_decay=weight_decay, clip_norm=clip_norm, max_length=max_length,
-        seed=seed, valid_every=valid_every, patience=patience, checkpoint_every=checkpoint_every,
-        log_every=log_every, device=device, bf16=bf16, threads=threads, skip_invalid=skip_invalid)
+        dropout=dropout, objective=objective, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
+        batch_tokens=batch_tokens, label_smoothing=label_smoothing, weight_decay=weight_decay,
+        clip_norm=clip_norm, max_length=max_length, seed=seed, valid_every=valid_every, patience=patience,
+        checkpoint_every=checkpoint_every, log_every=log_every, device=device, bf16=bf16, threads=threads,
+        skip_invalid=skip_invalid)
     if not is_main_process():  # under torchrun, rank 0 alone reports
         train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last)
         return

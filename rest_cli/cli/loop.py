@@ -9,9 +9,11 @@ import typer
 
 from rest_cli.cli.common import handles_errors, log
 
-app = typer.Typer(help="Helpers for the ReST loop in rest.mk: thresholds, early stopping, policy choice, report.",
-                  no_args_is_help=True)
-Reports = Annotated[list[str], typer.Argument(help="`rest eval` reports on the validation set, in step order.")]
+app = typer.Typer(
+    help="Helpers for the ReST loop in rest.mk: thresholds, early stopping, policy choice, report.",
+    no_args_is_help=True)
+Reports = Annotated[list[str], typer.Argument(
+    help="`rest eval` reports on the validation set, in step order.")]
 RewardOpt = Annotated[str, typer.Option("--reward", "-r", help="The reward the loop optimises.")]
 
 
@@ -19,9 +21,11 @@ RewardOpt = Annotated[str, typer.Option("--reward", "-r", help="The reward the l
 @handles_errors("loop threshold")
 def threshold(
     step: Annotated[int, typer.Option(help="Improve step, from 1.")],
-    schedule: Annotated[str, typer.Option(help="Rising thresholds, space separated.")] = "0.0 0.7 0.8 0.9 0.95 0.99",
+    schedule: Annotated[str, typer.Option(
+        help="Rising thresholds, space separated.")] = "0.0 0.7 0.8 0.9 0.95 0.99",
     kind: Annotated[str, typer.Option(help="tau, percentile or gamma.")] = "tau",
-    candidates: Annotated[Optional[str], typer.Option(help="Scored candidates (tau: to skip values below their mean).")] = None,
+    candidates: Annotated[Optional[str], typer.Option(
+        help="Scored candidates (tau: to skip values below their mean).")] = None,
 ) -> None:
     """Print the filter value for an Improve step."""
     from rest_cli.errors import UsageError
@@ -57,7 +61,8 @@ def best(reports: Reports, reward: RewardOpt) -> None:
 @app.command("report")
 @handles_errors("loop report")
 def report(run: Annotated[Path, typer.Argument(help="The run folder.")], reward: RewardOpt,
-           plot: Annotated[bool, typer.Option(help="Also draw results.png (needs matplotlib).")] = True) -> None:
+           plot: Annotated[bool, typer.Option(
+               help="Also draw results.png (needs matplotlib).")] = True) -> None:
     """Write RUN/results.md, results.json and results.png from a finished loop."""
     import json
 

@@ -27,7 +27,8 @@ from rest_cli.io.records import Record, RecordReader  # cli.common imports it an
 @handles_errors("rmcheck")
 def rmcheck(
     reward: Annotated[Optional[str], typer.Option("--reward", "-r", help="The reward to test.")] = None,
-    data: Annotated[str, typer.Option("--data", "-d", help="JSONL pairs with `src` and `ref` ('-' for stdin).")] = ...,
+    data: Annotated[str, typer.Option(
+        "--data", "-d", help="JSONL pairs with `src` and `ref` ('-' for stdin).")] = ...,
     threshold: Annotated[float, typer.Option(
         help="A check passes when the true translation is strictly preferred at least this often.")] = 0.9,
     perturbation: Annotated[Optional[list[str]], typer.Option(
@@ -50,7 +51,8 @@ def rmcheck(
 
     unknown = set(perturbation or []) - set(PERTURBATIONS)
     if unknown:
-        raise UsageError(f"unknown perturbation(s) {', '.join(sorted(unknown))}; known: {', '.join(PERTURBATIONS)}")
+        raise UsageError(f"unknown perturbation(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(PERTURBATIONS)}")
     options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate)
     with build_reward(reward, options, reward_config) as scorer:
         reader, pairs = _read_pairs(data, limit, skip_invalid)

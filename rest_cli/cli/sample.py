@@ -31,7 +31,8 @@ def sample(
     input: InputArg = "-",
     model: ModelOpt = ...,
     n: Annotated[int, typer.Option("-n", help="Candidates per source.")] = 4,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper's Grow uses 0.8).")] = 0.8,
+    temperature: Annotated[float, typer.Option(
+        help="Sampling temperature (the paper's Grow uses 0.8).")] = 0.8,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample from the K most likely tokens; 0 = all.")] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 1.0,
     beam: Annotated[Optional[int], typer.Option(
@@ -42,9 +43,11 @@ def sample(
         "--include-ref", help="Also emit each source's `ref` as a candidate (origin: ref).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same samples.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    compute_type: Annotated[str, typer.Option(help="auto (int8 on CPU, int8_float16 on CUDA), float32, ...")] = "auto",
+    compute_type: Annotated[str, typer.Option(
+        help="auto (int8 on CPU, int8_float16 on CUDA), float32, ...")] = "auto",
     threads: Annotated[int, typer.Option(help="Threads per translator (0: CTranslate2 decides).")] = 0,
-    inter_threads: Annotated[int, typer.Option(help="Batches decoded in parallel (per GPU with --device-index).")] = 1,
+    inter_threads: Annotated[int, typer.Option(
+        help="Batches decoded in parallel (per GPU with --device-index).")] = 1,
     device_index: Annotated[str, typer.Option(
         help="GPUs to sample on, comma-separated (e.g. 0,1,2,3): one worker per GPU.")] = "0",
     shard: Annotated[Optional[str], typer.Option(
@@ -64,8 +67,9 @@ def sample(
     decode = DecodeOptions(n=n, temperature=temperature, top_k=top_k, top_p=top_p, beam=beam,
                            max_length=max_length, max_input_length=max_input_length)
     part = Shard.parse(shard) if shard is not None else None
-    engine = EngineOptions(device=device, compute_type=compute_type, threads=threads, inter_threads=inter_threads,
-                           device_indices=_indices(device_index), batch_size=batch_size, batch_type=batch_type,
+    engine = EngineOptions(device=device, compute_type=compute_type, threads=threads,
+                           inter_threads=inter_threads, device_indices=_indices(device_index),
+                           batch_size=batch_size, batch_type=batch_type,
                            seed=part.seed(seed) if part else seed)
     reader = RecordReader(input, required=["src"] + (["ref"] if include_ref else []), optional=["id"],
                           skip_invalid=skip_invalid, needed_by="rest sample")
@@ -108,7 +112,8 @@ def _indices(text: str) -> tuple[int, ...]:
         raise UsageError(f"--device-index takes GPU numbers separated by commas, got {text!r}") from None
 
 
-def _resumable(output: str, input: str, model: str, decode, engine, part, include_ref: bool) -> ResumableOutput:
+def _resumable(output: str, input: str, model: str, decode, engine, part,
+               include_ref: bool) -> ResumableOutput:
     """OUT.partial, with what identifies the run: resuming with anything else changed is refused.
 
     Threads, batch size and device may change between tries (a resumed run may land on another

@@ -26,8 +26,9 @@ from rest_cli.rewards import build_reward, reward_names, score_records
 def score(
     input: InputArg = "-",
     reward: Annotated[Optional[str], typer.Option(
-        "--reward", "-r", help=f"Reward spec: a name ({', '.join(reward_names())}), a composition such as "
-                               "'product(use, copy-guard)', 'py:MODULE:FUNCTION', or 'cmd:COMMAND ARGS'.")] = None,
+        "--reward", "-r",
+        help=f"Reward spec: a name ({', '.join(reward_names())}), a composition such as "
+             "'product(use, copy-guard)', 'py:MODULE:FUNCTION', or 'cmd:COMMAND ARGS'.")] = None,
     reward_config: RewardConfigOpt = None,
     reward_range: RewardRangeOpt = None,
     calibrate: CalibrateOpt = None,
@@ -44,7 +45,8 @@ def score(
     part = Shard.parse(shard) if shard is not None else None
     options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, batch_size=batch_size)
     with build_reward(reward, options, reward_config) as scorer:
-        reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])], skip_invalid=skip_invalid,
+        reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])],
+                              skip_invalid=skip_invalid,
                               needed_by=f"reward '{scorer.name}'" + (" and --shard" if part else ""))
         records = shard_groups(reader, part)
         with RecordWriter(output) as writer:

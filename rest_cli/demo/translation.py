@@ -7,8 +7,9 @@ errors spread over all sentences (a wrong number, a dropped word, swapped digits
 systematic one concentrated on one "site" (the salary template, whose translator swaps the
 tens and units of German compounds in most of its sentences). Random noise a model averages
 away; systematic noise it learns, so BC's own greedy output is wrong there, and only a reward
-that checks the numbers can pick the correct samples. Valid and test references are clean. Every clean pair is checked against the demo's reward (`numbers`)
-when it is made, so a correct translation always scores 1.0.
+that checks the numbers can pick the correct samples. Valid and test references are clean. Every
+clean pair is checked against the demo's reward (`numbers`) when it is made, so a correct
+translation always scores 1.0.
 """
 
 from __future__ import annotations

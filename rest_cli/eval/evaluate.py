@@ -26,7 +26,8 @@ def mean_reward(candidates: list[Record], reward: Reward) -> float:
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct word n-grams over all n-grams of the outputs (diversity; collapses under hacking)."""
-    ngrams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
+    ngrams = [tuple(words[i:i + n]) for words in (t.split() for t in texts)
+              for i in range(len(words) - n + 1)]
     return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
 
 
@@ -86,11 +87,14 @@ def compare(results: list[dict], hack_threshold: float = 1.0) -> list[dict]:
     base = results[0]
     rows = []
     for other in results[1:]:
-        reward_deltas = {name: round(other["rewards"][name] - value, 6) for name, value in base["rewards"].items()}
-        metric_deltas = {m: round(other[m] - base[m], 4) for m in ("bleu", "chrf") if m in base and m in other}
+        reward_deltas = {name: round(other["rewards"][name] - value, 6)
+                         for name, value in base["rewards"].items()}
+        metric_deltas = {m: round(other[m] - base[m], 4)
+                         for m in ("bleu", "chrf") if m in base and m in other}
         falls = [m for m, delta in metric_deltas.items() if delta < -hack_threshold]
         rises = [name for name, delta in reward_deltas.items() if delta > 0]
-        rows.append({"model": other["model"], "against": base["model"], "rewards": reward_deltas, **metric_deltas,
-                     "reward_hacking_suspected": bool(rises and falls),
-                     "why": f"{', '.join(rises)} up while {', '.join(falls)} down" if rises and falls else ""})
+        rows.append({"model": other["model"], "against": base["model"], "rewards": reward_deltas,
+                     **metric_deltas, "reward_hacking_suspected": bool(rises and falls),
+                     "why": (f"{', '.join(rises)} up while {', '.join(falls)} down"
+                             if rises and falls else "")})
     return rows

@@ -71,7 +71,8 @@ class CheckResult:
     def as_dict(self, threshold: float) -> dict:
         return {"perturbation": self.perturbation, "pairs": self.pairs, "preferred": self.preferred,
                 "rate": round(self.rate, 4), "mean_true": round(self.mean_true, 4),
-                "mean_perturbed": round(self.mean_perturbed, 4), "passed": self.pairs > 0 and self.rate >= threshold}
+                "mean_perturbed": round(self.mean_perturbed, 4),
+                "passed": self.pairs > 0 and self.rate >= threshold}
 
 
 def perturbed_pairs(pairs: list[Record], name: str, seed: int) -> list[tuple[Record, Record]]:
@@ -91,7 +92,8 @@ def _rewards(candidates: list[Record], reward: Reward) -> list[float]:
     return [r["reward"] for r in score_records(candidates, reward)]
 
 
-def check_reward(reward: Reward, pairs: list[Record], names: list[str] | None = None, seed: int = 0) -> list[CheckResult]:
+def check_reward(reward: Reward, pairs: list[Record], names: list[str] | None = None,
+                 seed: int = 0) -> list[CheckResult]:
     """Run each perturbation over `pairs` (records with `src` and `ref`) and count preferences."""
     results = []
     for name in names or list(PERTURBATIONS):

@@ -95,7 +95,8 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """An empty folder to fill with `path`'s new contents; it replaces `path` whole when the block ends well."""
+    """An empty folder to fill with `path`'s new contents; it replaces `path` whole when the block
+    ends well."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,8 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 
 def _describe(value: Any) -> str:
     """Name a bad value briefly, for an error message."""
-    text = orjson.dumps(value).decode().translate(_LINE_BREAKS) if not isinstance(value, float) else repr(value)
+    text = (orjson.dumps(value).decode().translate(_LINE_BREAKS) if not isinstance(value, float)
+            else repr(value))
     kind = type(value).__name__ if value is not None else "null"
     return f"{kind} {text[:40]}{'...' if len(text) > 40 else ''}"
 

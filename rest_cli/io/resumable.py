@@ -39,7 +39,8 @@ class ResumableOutput:
         if self.meta.exists():
             stored = self._stored_run()
             if stored != self.run:
-                changed = sorted(k for k in self.run.keys() | stored.keys() if self.run.get(k) != stored.get(k))
+                changed = sorted(k for k in self.run.keys() | stored.keys()
+                                 if self.run.get(k) != stored.get(k))
                 raise UsageError(f"{self.partial} is from a run with other {', '.join(changed)}; "
                                  f"delete it and {self.meta.name} to start afresh, or rerun that command")
             self.groups_done = self._keep_complete_groups()

@@ -52,7 +52,8 @@ class Shard:
 
 
 def derived_seed(seed: int, *salt: Any) -> int:
-    """A 32-bit seed for one part of a run (a shard, a resumed remainder), reproducible from the run's seed."""
+    """A 32-bit seed for one part of a run (a shard, a resumed remainder), reproducible from the
+    run's seed."""
     digest = hashlib.sha256(orjson.dumps(["rest", seed, *salt])).digest()
     return int.from_bytes(digest[:4], "little")
 

@@ -49,7 +49,8 @@ def threshold(kind: str, schedule: list[float], step: int, candidates: str | Non
         raise UsageError(f"Improve steps count from 1, got {step}")
     if kind == "tau":
         if candidates is None:
-            raise UsageError("a tau schedule needs the scored candidates, to skip thresholds below their mean")
+            raise UsageError("a tau schedule needs the scored candidates, to skip thresholds "
+                             "below their mean")
         return tau_schedule(schedule, step, mean_reward(candidates))[step - 1]
     if kind in ("percentile", "gamma"):
         return schedule[min(step, len(schedule)) - 1]

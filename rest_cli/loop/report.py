@@ -45,13 +45,15 @@ def _cell(value) -> str:
 def markdown(results: dict) -> str:
     """The results as Markdown tables."""
     lines = [f"# ReST results: {results['run']} (reward `{results['reward']}`)", "",
-             "| policy | valid reward | test reward (greedy) | test reward (sampled) | test BLEU | test chrF |",
+             "| policy | valid reward | test reward (greedy) | test reward (sampled) "
+             "| test BLEU | test chrF |",
              "|---|---|---|---|---|---|"]
     for row in results["steps"] + results["controls"]:
         valid, test = row.get("valid", {}), row["test"]
         name = row["policy"] + (" (skipped: validation reward stopped rising)" if row.get("skipped") else "")
         lines.append(f"| {name} | {_cell(valid.get('reward'))} | {_cell(test.get('reward'))} | "
-                     f"{_cell(test.get('sampled_reward'))} | {_cell(test.get('bleu'))} | {_cell(test.get('chrf'))} |")
+                     f"{_cell(test.get('sampled_reward'))} | {_cell(test.get('bleu'))} | "
+                     f"{_cell(test.get('chrf'))} |")
     for name, curve in results["best_of_n"].items():
         lines += ["", f"Best-of-N, {name}: " + ", ".join(
             f"N={n}: {_cell(v)}" for n, v in zip(curve["n"], curve["mean_best_reward"]))]
@@ -68,7 +70,8 @@ def plot(results: dict, path: Path) -> None:
     figure, (steps_axis, bon_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = [row["policy"] for row in results["steps"]]
     for split, style in (("valid", "o-"), ("test", "s-")):
-        steps_axis.plot(names, [row[split].get("reward") or float("nan") for row in results["steps"]], style, label=split)
+        steps_axis.plot(names, [row[split].get("reward") or float("nan") for row in results["steps"]], style,
+                        label=split)
     for color, control in enumerate(results["controls"], start=2):
         if control["test"].get("reward") is not None:
             steps_axis.axhline(control["test"]["reward"], linestyle="--", color=f"C{color}",

@@ -1,1 +1,2 @@
-"""The PyTorch Transformer, its SentencePiece tokenizer and the CTranslate2 export."""
+"""Policies: the kind interface and registry (base), model directories (modeldir), and each kind's
+package (native)."""

@@ -103,7 +103,8 @@ class PolicyKind(ABC):
         raise UsageError(f"policies of kind {self.name!r} cannot be trained from scratch: give --init")
 
     @abstractmethod
-    def load_model(self, directory: Path, device: str = "cpu", dropout: float | None = None) -> torch.nn.Module:
+    def load_model(self, directory: Path, device: str = "cpu",
+                   dropout: float | None = None) -> torch.nn.Module:
         """The model of a checked directory, on `device`, in eval mode; `dropout` replaces the saved rate."""
 
     @abstractmethod

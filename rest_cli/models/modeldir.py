@@ -128,6 +128,7 @@ def _fill(folder: Path, kind: PolicyKind, model, tokenizer_folder: Path, trainin
     for name in kind.weight_files:  # safetensors writes them private (0600)
         usual_permissions(folder / name, 0o666)
     kind.converter(model, kind.tokenizer(folder)).convert(str(folder / CT2), force=True)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind.name, "rest_version": __version__}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind.name,
+              "rest_version": __version__}
     (folder / CONFIG).write_text(json.dumps({**header, "model": config}, indent=2) + "\n")
     (folder / TRAINING).write_text(json.dumps(training, indent=2) + "\n")

@@ -106,7 +106,8 @@ class JsonlProcess:
             # Answers are matched to requests by order alone: an extra line would shift them all.
             raise RestError(f"reward command {self.label!r} wrote a line nobody asked for: "
                             f"{self.answers.get()[:80]!r} (one answer line per request; logs go to stderr)")
-        writer = threading.Thread(target=_write_ignoring_sigpipe, args=(self.proc.stdin, request), daemon=True)
+        writer = threading.Thread(target=_write_ignoring_sigpipe, args=(self.proc.stdin, request),
+                                  daemon=True)
         writer.start()
         try:
             answer = self.answers.get(timeout=timeout)

@@ -72,8 +72,8 @@ class CopyGuard(Reward):
         return [ramp(copied_share(r["src"], r["hyp"]), self.lo, self.hi) for r in records]
 
     def signature(self) -> str:
-        return (f"copy-guard|overlap:hyp-words-in-src|tok:words-casefold-nodigits|lo:{self.lo:g}|hi:{self.hi:g}|"
-                f"map:1-ramp(lo,hi)|rest:{__version__}")
+        return (f"copy-guard|overlap:hyp-words-in-src|tok:words-casefold-nodigits|lo:{self.lo:g}|"
+                f"hi:{self.hi:g}|map:1-ramp(lo,hi)|rest:{__version__}")
 
 
 def repeated_share(text: str, n: int) -> float:
@@ -148,5 +148,5 @@ class LengthGuard(Reward):
         return [self._value(length_ratio(r["src"], r["hyp"])) for r in records]
 
     def signature(self) -> str:
-        return (f"length-guard|ratio:hyp/src|unit:nonspace-chars|min:{self.min_ratio:g}|max:{self.max_ratio:g}|"
-                f"map:ramp(0..min)*ramp(max..2max)|rest:{__version__}")
+        return (f"length-guard|ratio:hyp/src|unit:nonspace-chars|min:{self.min_ratio:g}|"
+                f"max:{self.max_ratio:g}|map:ramp(0..min)*ramp(max..2max)|rest:{__version__}")

@@ -8,7 +8,8 @@ from rest_cli.rewards.base import Reward, register
 
 
 def _clip(value: float) -> float:
-    # sacrebleu's floating point can land a hair outside [0, 100] (BLEU of a perfect match: 100.00000000000004).
+    # sacrebleu's floating point can land a hair outside [0, 100]
+    # (BLEU of a perfect match: 100.00000000000004).
     return min(1.0, max(0.0, value))
 
 

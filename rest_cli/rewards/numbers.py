@@ -59,7 +59,8 @@ class NumberMatch(Reward):
     def score_pair(self, source: str, hypothesis: str) -> float:
         if _DIGIT.search(hypothesis):
             return 0.0
-        return number_similarity(spelled_digits(source, self.src_lang), spelled_digits(hypothesis, self.tgt_lang))
+        return number_similarity(spelled_digits(source, self.src_lang),
+                                 spelled_digits(hypothesis, self.tgt_lang))
 
     def signature(self) -> str:
         from importlib.metadata import version

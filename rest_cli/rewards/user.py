@@ -34,8 +34,8 @@ def as_numbers(values, count: int, who: str) -> list[float]:
         raise RestError(f"{who} returned {len(values)} values for {count} records")
     for i, value in enumerate(values):
         if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-            raise RestError(f"{who} returned {value!r} ({type(value).__name__}) for record {i + 1} of the batch, "
-                            f"not a finite number")
+            raise RestError(f"{who} returned {value!r} ({type(value).__name__}) for record {i + 1} "
+                            f"of the batch, not a finite number")
     return [float(v) for v in values]
 
 
@@ -43,8 +43,8 @@ def in_unit_range(values: list[float], who: str) -> list[float]:
     """Refuse values outside [0, 1], saying how to give the scorer's range."""
     for value in values:
         if not 0.0 <= value <= 1.0:
-            raise RestError(f"{who} returned {value!r}, outside [0, 1]: give its range with --reward-range LO:HI, "
-                            f"--calibrate FILE or scale(..., lo=LO, hi=HI)")
+            raise RestError(f"{who} returned {value!r}, outside [0, 1]: give its range with "
+                            f"--reward-range LO:HI, --calibrate FILE or scale(..., lo=LO, hi=HI)")
     return values
 
 
@@ -131,8 +131,8 @@ class Scaled(Reward):
         return [min(1.0, max(0.0, (x - self.lo) / span)) for x in raw]
 
     def signature(self) -> str:
-        return (f"{self.inner.signature()}|range:{exact_number(self.lo)}:{exact_number(self.hi)}|range-from:{self.how}|"
-                f"map:clip((x-lo)/(hi-lo),0,1)")
+        return (f"{self.inner.signature()}|range:{exact_number(self.lo)}:{exact_number(self.hi)}|"
+                f"range-from:{self.how}|map:clip((x-lo)/(hi-lo),0,1)")
 
     def close(self) -> None:
         self.inner.close()
@@ -159,9 +159,11 @@ def calibration_pairs(path: str, needs: Iterable[str]) -> list[Record]:
     required = ("src", "ref", *(f for f in needs if f not in ("src", "ref", "hyp")))
     records = list(RecordReader(path, required=required, needed_by="--calibrate"))
     if len(records) < 2:
-        raise UsageError(f"--calibrate {path}: needs at least 2 records with 'src' and 'ref', found {len(records)}")
+        raise UsageError(f"--calibrate {path}: needs at least 2 records with 'src' and 'ref', "
+                         f"found {len(records)}")
     shifted = records[1:] + records[:1]
-    return [{**r, "hyp": r["ref"]} for r in records] + [{**r, "hyp": s["ref"]} for r, s in zip(records, shifted)]
+    return ([{**r, "hyp": r["ref"]} for r in records]
+            + [{**r, "hyp": s["ref"]} for r, s in zip(records, shifted)])
 
 
 def calibrate(reward: Reward, path: str, batch_size: int = 256) -> Scaled:
@@ -177,6 +179,8 @@ def calibrate(reward: Reward, path: str, batch_size: int = 256) -> Scaled:
     cuts = statistics.quantiles(scores, n=100, method="inclusive")
     lo, hi = (cuts[p - 1] for p in CALIBRATION_PERCENTILES)
     if not lo < hi:
-        raise RestError(f"--calibrate {path}: {who} gives the same score ({lo:g}) across the file; cannot scale it")
-    how = f"calibrate:{Path(path).name}:n={len(pairs)}:p{CALIBRATION_PERCENTILES[0]}-p{CALIBRATION_PERCENTILES[1]}"
+        raise RestError(f"--calibrate {path}: {who} gives the same score ({lo:g}) across the file; "
+                        "cannot scale it")
+    how = (f"calibrate:{Path(path).name}:n={len(pairs)}:"
+           f"p{CALIBRATION_PERCENTILES[0]}-p{CALIBRATION_PERCENTILES[1]}")
     return Scaled(reward, lo, hi, how)

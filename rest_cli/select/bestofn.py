@@ -65,9 +65,11 @@ def best_of_n_curve(groups: Iterable[list[Record]], sizes: list[int]) -> dict:
     for group in groups:
         rewards = [r["reward"] for r in group if r.get("origin") != "ref"]
         if len(rewards) < max(sizes):
-            raise RestError(f"source {group[0].get('id')!r} has {len(rewards)} samples, fewer than {max(sizes)}")
+            raise RestError(f"source {group[0].get('id')!r} has {len(rewards)} samples, "
+                            f"fewer than {max(sizes)}")
         sources += 1
         for n in sizes:
             totals[n] += expected_best(rewards, n)
-    return {"n": sizes, "mean_best_reward": [round(totals[n] / sources, 6) if sources else None for n in sizes],
+    return {"n": sizes,
+            "mean_best_reward": [round(totals[n] / sources, 6) if sources else None for n in sizes],
             "sources": sources}

@@ -1,1 +1,2 @@
-"""The Improve step's training: options (no torch), objectives, data, the trainer, the run folder, torchrun."""
+"""The Improve step's training: options (no torch), objectives, data, the trainer, the run folder,
+torchrun."""

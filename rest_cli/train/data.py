@@ -73,7 +73,8 @@ def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (
         if seen % share[1] == share[0]:
             pairs.append(pair)
         seen += 1
-    stats.skipped, stats.first_problem, stats.sha256 = reader.skipped, reader.first_problem, digest.hexdigest()
+    stats.skipped, stats.first_problem, stats.sha256 = (reader.skipped, reader.first_problem,
+                                                         digest.hexdigest())
     return pairs, stats
 
 
@@ -99,7 +100,8 @@ class TokenizedPairs:
     tgt_start: np.ndarray
     weights: np.ndarray  # float32 [n]
     cut: np.ndarray  # bool [n]: target truncated, so its EOS is not trained
-    origin: np.ndarray  # int64 [n]: each record's position in the pairs it was made from (empty sources leave gaps)
+    # int64 [n]: each record's position in the pairs it was made from (empty sources leave gaps)
+    origin: np.ndarray
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -113,11 +115,15 @@ class TokenizedPairs:
         return np.diff(self.tgt_start)
 
 
-def tokenize_pairs(pairs: list[Pair], tokenizer: Tokenizer, max_length: int, stats: DataStats) -> TokenizedPairs:
-    """Encode pairs, truncating each side to `max_length` tokens and dropping empty sources (counted in stats)."""
-    parts = [_encode(pairs[start:start + _ENCODE_CHUNK], start, tokenizer, max_length, stats)
-             for start in range(0, len(pairs), _ENCODE_CHUNK)] or [_encode([], 0, tokenizer, max_length, stats)]
-    src, src_lengths, tgt, tgt_lengths, weights, cut, origin = (np.concatenate(column) for column in zip(*parts))
+def tokenize_pairs(pairs: list[Pair], tokenizer: Tokenizer, max_length: int,
+                   stats: DataStats) -> TokenizedPairs:
+    """Encode pairs, truncating each side to `max_length` tokens and dropping empty sources
+    (counted in stats)."""
+    parts = ([_encode(pairs[start:start + _ENCODE_CHUNK], start, tokenizer, max_length, stats)
+              for start in range(0, len(pairs), _ENCODE_CHUNK)]
+             or [_encode([], 0, tokenizer, max_length, stats)])
+    src, src_lengths, tgt, tgt_lengths, weights, cut, origin = (np.concatenate(column)
+                                                                 for column in zip(*parts))
     stats.used = len(weights)
     return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut, origin)
 
@@ -163,8 +169,10 @@ def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_tokens:
     batches = []
     for start in range(0, len(order), chunk):
         part = order[start:start + chunk]
-        part = part[np.lexsort((src_lengths[part], tgt_lengths[part]))]  # stable: ties keep the shuffled order
-        batches.extend(_fill(part, src_lengths[part].tolist(), (tgt_lengths[part] + 1).tolist(), batch_tokens))
+        # stable: ties keep the shuffled order
+        part = part[np.lexsort((src_lengths[part], tgt_lengths[part]))]
+        batches.extend(_fill(part, src_lengths[part].tolist(), (tgt_lengths[part] + 1).tolist(),
+                             batch_tokens))
     return [batches[i] for i in rng.permutation(len(batches))] if shuffle else batches
 
 
@@ -181,7 +189,8 @@ def _fill(order: np.ndarray, src_lens: list[int], tgt_lens: list[int], budget: i
     return batches
 
 
-def collate(data: TokenizedPairs, indices: np.ndarray, kind: PolicyKind, device: torch.device | str = "cpu") -> Batch:
+def collate(data: TokenizedPairs, indices: np.ndarray, kind: PolicyKind,
+            device: torch.device | str = "cpu") -> Batch:
     """The batch of the records `indices`, as the policy kind builds it."""
     sources = [data.src[data.src_start[i]:data.src_start[i + 1]] for i in indices.tolist()]
     targets = [data.tgt[data.tgt_start[i]:data.tgt_start[i + 1]] for i in indices.tolist()]

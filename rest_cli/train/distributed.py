@@ -42,7 +42,8 @@ class World:
         return self.rank, self.size
 
     def plan(self, data: TokenizedPairs, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Source and target lengths of all ranks' records in input order, and this rank's row of each (-1: another's).
+        """Source and target lengths of all ranks' records in input order, and this rank's row of
+        each (-1: another's).
 
         A rank's record `origin` j is pair j * size + rank of the whole input, so sorting on
         that puts the records in the order a single process reads them.

@@ -69,7 +69,8 @@ def resolve_options(options: FinetuneOptions, init_dir: str | os.PathLike | None
     if options.patience is not None and options.patience < 1:
         raise UsageError(f"--patience must be at least 1, got {options.patience}")
     if options.objective not in objective_names():
-        raise UsageError(f"unknown objective {options.objective!r}; choose from {', '.join(objective_names())}")
+        raise UsageError(f"unknown objective {options.objective!r}; "
+                         f"choose from {', '.join(objective_names())}")
     _check_ranges(options)
     if init_dir is None:
         get_kind(SCRATCH_KIND).check_new_model(new_model_shape(options))

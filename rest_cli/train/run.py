@@ -37,7 +37,8 @@ from rest_cli.train.trainer import Trainer, TrainProgress
 
 def finetune(train_path: str, output_dir: str | os.PathLike, options: FinetuneOptions | None = None,
              valid_path: str | None = None, init_dir: str | os.PathLike | None = None,
-             save_last: str | os.PathLike | None = None, on_progress: Callable[[TrainProgress], None] | None = None,
+             save_last: str | os.PathLike | None = None,
+             on_progress: Callable[[TrainProgress], None] | None = None,
              on_message: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a model on `train_path` and write it to `output_dir` as a model directory.
 
@@ -59,7 +60,8 @@ def finetune(train_path: str, output_dir: str | os.PathLike, options: FinetuneOp
 def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init_dir, save_last, on_progress,
               on_message, world: World) -> dict[str, Any]:
     say = on_message or (lambda message: None)
-    kind = get_kind(SCRATCH_KIND) if init_dir is None else modeldir.kind_of(modeldir.check_model_dir(init_dir))
+    kind = (get_kind(SCRATCH_KIND) if init_dir is None
+            else modeldir.kind_of(modeldir.check_model_dir(init_dir)))
     _check_max_length(options, kind, init_dir)
     device, bf16 = _setup_torch(options, world)
     if options.steps and options.epochs:
@@ -73,10 +75,12 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     # From scratch, the tokenizer learns from every training text: under torchrun rank 0 reads them all.
     vocabulary_pairs = (lambda: load_pairs(train_path, options.skip_invalid)[0]) if world.distributed \
         else (lambda: pairs["train"])
-    tokenizer_folder = _main_first(world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
+    tokenizer_folder = _main_first(
+        world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
     tokenizer = kind.tokenizer(tokenizer_folder)
     try:
-        data = {name: _tokenize(pairs[name], tokenizer, options, stats[name], say, _holders(name, world), device)
+        data = {name: _tokenize(pairs[name], tokenizer, options, stats[name], say, _holders(name, world),
+                                device)
                 for name in pairs}
     except InputError:
         if not resuming and world.is_main:  # a fresh run over bad data leaves nothing to resume
@@ -121,13 +125,15 @@ def _read(train_path, valid_path, options, say, world: World,
             say(f"skipped {stats[name].skipped} invalid record(s); first: {stats[name].first_problem}")
         usable = part.sum([sum(1 for pair in pairs[name] if pair.src.strip())], device)[0]
         if not usable:  # checked here, before anything is written
-            raise InputError(stats[name].path, None, f"no record to {'train' if name == 'train' else 'validate'} on"
-                                                     " (records need a non-empty src and a weight above 0)")
+            raise InputError(stats[name].path, None,
+                             f"no record to {'train' if name == 'train' else 'validate'} on"
+                             " (records need a non-empty src and a weight above 0)")
     return pairs, stats
 
 
 def _holders(name: str, world: World) -> World:
-    """The ranks that share a data set: training pairs are split over them, validation pairs are whole on each."""
+    """The ranks that share a data set: training pairs are split over them, validation pairs are
+    whole on each."""
     return world if name == "train" else World()
 
 
@@ -138,7 +144,8 @@ def _tokenize(pairs: list[Pair], tokenizer, options: FinetuneOptions, stats: Dat
     stats.used, stats.truncated, stats.empty_src, idle = (int(n) for n in world.sum(
         [stats.used, stats.truncated, stats.empty_src, not len(data)], device))
     if stats.truncated:
-        say(f"{stats.path}: truncated {stats.truncated} record(s) to --max-length {options.max_length} tokens")
+        say(f"{stats.path}: truncated {stats.truncated} record(s) "
+            f"to --max-length {options.max_length} tokens")
     if stats.empty_src:
         say(f"{stats.path}: left out {stats.empty_src} record(s) with an empty source")
     if not stats.used:
@@ -151,8 +158,8 @@ def _tokenize(pairs: list[Pair], tokenizer, options: FinetuneOptions, stats: Dat
 
 def _fingerprint(options: FinetuneOptions, stats: dict[str, DataStats], init_dir) -> str:
     """A hash of what determines the weights: options, data and parent model."""
-    digest = hashlib.sha256(json.dumps({k: v for k, v in asdict(options).items() if k not in NOT_FINGERPRINTED},
-                                       sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({k: v for k, v in asdict(options).items()
+                                        if k not in NOT_FINGERPRINTED}, sort_keys=True).encode())
     for name in sorted(stats):
         digest.update(f"{name}:{stats[name].sha256}".encode())
     if init_dir is not None:
@@ -173,7 +180,8 @@ def _open_work_dir(work: Path, fingerprint: str) -> bool:
                              f"delete it to start afresh, or rerun that run's command to resume it")
         return True
     work.mkdir(parents=True, exist_ok=True)
-    write_file(meta, (json.dumps({"fingerprint": fingerprint, "rest_version": __version__}, indent=2) + "\n").encode())
+    write_file(meta, (json.dumps({"fingerprint": fingerprint, "rest_version": __version__}, indent=2)
+                      + "\n").encode())
     return False
 
 
@@ -188,14 +196,16 @@ def _setup_torch(options: FinetuneOptions, world: World) -> tuple[torch.device, 
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {options.device}: CUDA is not available")
     device = device_of(world, device)
-    bf16 = options.bf16 if options.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = (options.bf16 if options.bf16 is not None
+            else device.type == "cuda" and torch.cuda.is_bf16_supported())
     return device, bf16
 
 
 def _cpu_multiplies_in_bf16() -> bool:
     # Off by default all the same: without these units bf16 is emulated and slower, and a default
     # that depends on the CPU would make the same command train differently on two machines.
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = (getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(probe is not None and probe() for probe in probes)
 
 
@@ -222,7 +232,8 @@ def _check_max_length(options: FinetuneOptions, kind: PolicyKind, init_dir) -> N
     # The decoder reads BOS + max_length tokens: one position more than the longest target.
     limit = kind.max_positions(modeldir.model_config(init_dir) if init_dir is not None else {})
     if options.max_length >= limit:
-        raise UsageError(f"--max-length must be below the model's max_positions ({limit}), got {options.max_length}")
+        raise UsageError(f"--max-length must be below the model's max_positions ({limit}), "
+                         f"got {options.max_length}")
 
 
 def _start(trainer: Trainer, resuming: bool, say: Callable[[str], None]) -> None:
@@ -232,12 +243,13 @@ def _start(trainer: Trainer, resuming: bool, say: Callable[[str], None]) -> None
         say(f"resuming in {trainer.work} (no checkpoint yet: starting at step 0)")
 
 
-def _training_record(trainer: Trainer, stats: dict[str, DataStats], init_dir, device, bf16: bool) -> dict[str, Any]:
+def _training_record(trainer: Trainer, stats: dict[str, DataStats], init_dir, device,
+                     bf16: bool) -> dict[str, Any]:
     """The contents of training.json."""
     s, total_train = trainer.state, len(trainer.plan_src)
     return {
-        "rest_version": __version__, "objective": trainer.options.objective, "torch_version": torch.__version__,
-        "parent": str(init_dir) if init_dir is not None else None,
+        "rest_version": __version__, "objective": trainer.options.objective,
+        "torch_version": torch.__version__, "parent": str(init_dir) if init_dir is not None else None,
         "data": {name: asdict(value) for name, value in stats.items()},
         "options": asdict(trainer.options), "device": str(device), "bf16": bf16,
         "steps": s.step, "epochs": s.epoch + s.batch_index / max(len(trainer.epoch_batches(s.epoch)), 1),
@@ -249,7 +261,8 @@ def _training_record(trainer: Trainer, stats: dict[str, DataStats], init_dir, de
     }
 
 
-def _write_outputs(trainer: Trainer, output_dir, tokenizer_folder: Path, record: dict, save_last) -> dict[str, Any]:
+def _write_outputs(trainer: Trainer, output_dir, tokenizer_folder: Path, record: dict,
+                   save_last) -> dict[str, Any]:
     model = trainer.model.eval().cpu()
     if save_last is not None:
         modeldir.save_model_dir(save_last, model, tokenizer_folder, {**record, "output": "last"})

@@ -123,11 +123,12 @@ def _save_atomically(obj: Any, path: Path) -> None:
 class Trainer:
     """One run's model, optimizer, data and state; steps, validates, logs and checkpoints."""
 
-    def __init__(self, model: torch.nn.Module, kind: PolicyKind, train: TokenizedPairs, valid: TokenizedPairs | None,
-                 options: FinetuneOptions, work: Path, fingerprint: str, device: torch.device, bf16: bool,
-                 on_progress, on_message, world: World = World()):
+    def __init__(self, model: torch.nn.Module, kind: PolicyKind, train: TokenizedPairs,
+                 valid: TokenizedPairs | None, options: FinetuneOptions, work: Path, fingerprint: str,
+                 device: torch.device, bf16: bool, on_progress, on_message, world: World = World()):
         self.model, self.train, self.valid, self.options = model.to(device).train(), train, valid, options
-        self.kind, self.objective = kind, get_objective(options.objective, label_smoothing=options.label_smoothing)
+        self.kind, self.objective = kind, get_objective(options.objective,
+                                                        label_smoothing=options.label_smoothing)
         self.world, self.trained = world, world.wrap(self.model, device)
         # The lengths of every rank's records, in input order, plan the batches; `local_row` says
         # which of a batch's records this rank holds (-1: another rank's).
@@ -191,7 +192,8 @@ class Trainer:
         rows = self.local_row[indices]
         rows = rows[rows >= 0]
         # A rank with no row of a batch still joins the gradient exchange, with a row it ignores.
-        batch = collate(self.train, rows if len(rows) else np.zeros(1, dtype=np.int64), self.kind, self.device)
+        batch = collate(self.train, rows if len(rows) else np.zeros(1, dtype=np.int64), self.kind,
+                        self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.lr * lr_factor(self.state.step + 1, self.options.warmup)
         with _autocast(self.device, self.bf16):
@@ -227,8 +229,8 @@ class Trainer:
 
     def _validate(self) -> None:
         s = self.state
-        loss = validation_loss(self.model, self.kind, self.valid, self.options.batch_tokens, self.device, self.bf16,
-                               self.world)
+        loss = validation_loss(self.model, self.kind, self.valid, self.options.batch_tokens, self.device,
+                               self.bf16, self.world)
         s.valid_loss.append([s.step, loss])
         if s.best_loss is None or loss < s.best_loss:
             s.best_loss, s.best_step, s.bad_validations = loss, s.step, 0
@@ -248,7 +250,8 @@ class Trainer:
         elapsed = max(time.monotonic() - started, 1e-9)
         loss = s.train_loss[-1][1] if s.train_loss else (s.window[0] / s.window[1] if s.window[1] else None)
         eta = (self.total - s.step) * elapsed / max(s.step - first_step, 1)
-        progress = TrainProgress(s.step, self.total, s.epoch, loss, s.valid_loss[-1][1] if s.valid_loss else None,
+        progress = TrainProgress(s.step, self.total, s.epoch, loss,
+                                 s.valid_loss[-1][1] if s.valid_loss else None,
                                  (s.tokens - first_tokens) / elapsed, eta, logged)
         try:
             self.on_progress(progress)
@@ -279,7 +282,8 @@ class Trainer:
             raise RestError(f"{self.checkpoint_path}: cannot load ({err}); "
                             f"delete {self.work} to start afresh") from None
         if saved.get("format") != CHECKPOINT_FORMAT or saved.get("fingerprint") != self.fingerprint:
-            raise UsageError(f"{self.checkpoint_path} is from another run; delete {self.work} to start afresh")
+            raise UsageError(f"{self.checkpoint_path} is from another run; "
+                             f"delete {self.work} to start afresh")
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         _set_rng_state(saved["rng"], self.device)

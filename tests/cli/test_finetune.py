@@ -69,7 +69,8 @@ def test_bad_records_stop_before_anything_is_written(tmp_path, line, message):
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "huge", "--steps", "1"], "unknown preset 'huge'; choose from tiny, demo, small, base, iwslt"),
+    (["--preset", "huge", "--steps", "1"],
+     "unknown preset 'huge'; choose from tiny, demo, small, base, iwslt"),
     (["--init", "parent", "--preset", "tiny", "--steps", "1"], "--preset: not with --init"),
     (["--preset", "tiny"], "give --steps or --epochs"),
 ])
@@ -99,7 +100,8 @@ def test_sigint_checkpoints_and_leaves_only_the_work_directory(tmp_path):
     assert "rest finetune: stopped at step " in err and err.splitlines()[-1] == "rest finetune: interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "model.partial"]
     assert (tmp_path / "model.partial" / "checkpoint.pt").exists()
-    result = rest("finetune", str(data), "-o", str(tmp_path / "model"), *TINY, "--steps", "5000", "--seed", "1")
+    result = rest("finetune", str(data), "-o", str(tmp_path / "model"), *TINY,
+                  "--steps", "5000", "--seed", "1")
     assert result.returncode == 2 and "delete it to start afresh" in result.stderr.decode()
 
 

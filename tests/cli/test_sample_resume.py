@@ -18,7 +18,8 @@ def _sources(count):
 
 
 def _sample_args(model, out, n=3):
-    return ["sample", "-m", str(model), "-n", str(n), "--include-ref", "--max-length", "6", "--resume", "-o", str(out)]
+    return ["sample", "-m", str(model), "-n", str(n), "--include-ref", "--max-length", "6", "--resume",
+            "-o", str(out)]
 
 
 @pytest.mark.subprocess

@@ -65,7 +65,8 @@ def test_head_closes_the_pipe_quietly(tmp_path):
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("args, line, code, message", [
-    (["score", "-r", "chrf"], b'{"id": 1, "hyp": "a"}', 3, "<stdin>:2: field 'ref' is missing (reward 'chrf' needs it)"),
+    (["score", "-r", "chrf"], b'{"id": 1, "hyp": "a"}', 3,
+     "<stdin>:2: field 'ref' is missing (reward 'chrf' needs it)"),
     (["filter", "--tau", "0.5"], b'{"id": 1, "reward": "high"}', 3, "<stdin>:2: field 'reward' must be"),
     (["filter", "--tau", "0.5"], b'{"id": 1, "reward": NaN}', 3, "<stdin>:2: invalid JSON"),
     (["filter", "--gamma", "0.5"], b'{"reward": 0.5}', 3, "<stdin>:2: field 'id' is missing"),

@@ -28,7 +28,8 @@ def test_composed_reward(records):
     out = read_jsonl(result.stdout)
     assert [r["reward"] for r in out] == [0.5, 1.0]
     assert out[0]["reward_name"] == "product(chrf, length-guard)"
-    assert out[0]["reward_sig"].startswith("product(chrf|nrefs:1|") and "; length-guard|" in out[0]["reward_sig"]
+    assert (out[0]["reward_sig"].startswith("product(chrf|nrefs:1|")
+            and "; length-guard|" in out[0]["reward_sig"])
 
 
 @pytest.mark.subprocess
@@ -53,7 +54,8 @@ def test_reward_config(records, tmp_path, name, text):
     (["-r", "nope(chrf)"], "unknown reward 'nope'"),
     (["-r", "py:no_such_module_xyz:f"], "reward 'py:no_such_module_xyz:f': cannot import module"),
     (["-r", "cmd:no-such-program-xyz"], "reward command 'no-such-program-xyz' cannot start"),
-    (["-r", "chrf", "--reward-config", "r.json"], "give the reward as --reward SPEC or as --reward-config FILE"),
+    (["-r", "chrf", "--reward-config", "r.json"],
+     "give the reward as --reward SPEC or as --reward-config FILE"),
     ([], "give the reward as --reward SPEC or as --reward-config FILE"),
     (["-r", "chrf", "--reward-range", "5"], "--reward-range expects LO:HI"),
     (["--reward-config", "missing.json"], "--reward-config missing.json: cannot read"),
@@ -93,29 +95,31 @@ def test_external_command_crash_is_restarted_then_reported_and_writes_no_file(re
     assert result.returncode == 0, result.stderr  # the second batch crashed its first process: restarted
     assert [r["reward"] for r in read_jsonl((tmp_path / "out.jsonl").read_bytes())] == [13 / 20, 5 / 20]
     (tmp_path / "out.jsonl").unlink()
-    result = rest("score", "-r", spec, "--reward-range", "0:20", "--batch-size", "1", "--reward-restarts", "0",
-                  str(records), "-o", str(tmp_path / "out.jsonl"))
+    result = rest("score", "-r", spec, "--reward-range", "0:20", "--batch-size", "1",
+                  "--reward-restarts", "0", str(records), "-o", str(tmp_path / "out.jsonl"))
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and len(lines) == 1, lines
-    assert lines[0].endswith("failed on batch 2 (record 2, id 2) after 0 restarts: it exited with status 1 before "
-                             "answering; its stderr ends: out of memory")
+    assert lines[0].endswith("failed on batch 2 (record 2, id 2) after 0 restarts: it exited with status 1 "
+                             "before answering; its stderr ends: out of memory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scorer.py"]
 
 
 @pytest.mark.subprocess
 def test_command_that_dies_without_reading_is_reported_not_a_silent_sigpipe(tmp_path):
-    # rest restores SIGPIPE's default for `| head`; writing 1 MB to a dead command must still end in an error line.
+    # rest restores SIGPIPE's default for `| head`; writing 1 MB to a dead command must still end in
+    # an error line.
     path = write_jsonl(tmp_path / "big.jsonl", [{"hyp": "x" * 1_000_000}])
     spec = f"cmd:{shlex.quote(sys.executable)} -c 'import sys; print(\"no\", file=sys.stderr); sys.exit(3)'"
     result = rest("score", "-r", spec, str(path))
     assert result.returncode == 1, result.stderr
-    assert result.stderr.decode().endswith("failed on batch 1 (record 1) after 2 restarts: it exited with status 3 "
-                                           "before answering; its stderr ends: no\n")
+    assert result.stderr.decode().endswith("failed on batch 1 (record 1) after 2 restarts: "
+                                           "it exited with status 3 before answering; its stderr ends: no\n")
 
 
 @pytest.mark.subprocess
 def test_python_function_from_the_working_directory(records, tmp_path):
-    (tmp_path / "my_rewards.py").write_text("def short(records):\n    return [1 / len(r['hyp']) for r in records]\n")
+    (tmp_path / "my_rewards.py").write_text("def short(records):\n"
+                                            "    return [1 / len(r['hyp']) for r in records]\n")
     result = rest("score", "-r", "min(py:my_rewards:short, chrf)", str(records), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [r["reward"] for r in read_jsonl(result.stdout)] == [1 / 13, 1 / 5]
@@ -123,9 +127,11 @@ def test_python_function_from_the_working_directory(records, tmp_path):
 
 @pytest.mark.subprocess
 def test_calibrate(records, tmp_path):
-    (tmp_path / "my_rewards.py").write_text("def length(records):\n    return [len(r['hyp']) for r in records]\n")
+    (tmp_path / "my_rewards.py").write_text("def length(records):\n"
+                                            "    return [len(r['hyp']) for r in records]\n")
     # pooled scores 13, 5 (true pairs) and 13, 5 (shifted): p1 and p99 of [5, 5, 13, 13] are 5 and 13
-    result = rest("score", "-r", "py:my_rewards:length", "--calibrate", str(records), str(records), cwd=tmp_path)
+    result = rest("score", "-r", "py:my_rewards:length", "--calibrate", str(records), str(records),
+                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = read_jsonl(result.stdout)
     assert [r["reward"] for r in out] == [1.0, 0.0]

@@ -71,7 +71,8 @@ def test_int8_export_loads_and_scores(tmp_path):
     out = export_ctranslate2(model, VOCAB, tmp_path / "ct2", quantization="int8")
     # Quantization works in place on the spec's arrays; it must not reach the model's parameters.
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    assert max_logprob_delta(model, out, "int8", *random_batch()) < 0.15  # measured 0.077; a wrong weight gives > 1
+    # measured 0.077; a wrong weight gives > 1
+    assert max_logprob_delta(model, out, "int8", *random_batch()) < 0.15
 
 
 def test_export_is_whole_or_nothing(tmp_path):

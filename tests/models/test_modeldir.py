@@ -50,7 +50,8 @@ def test_saving_again_replaces_the_directory(saved, tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "model.safetensors").unlink(), "missing model.safetensors"),
-    (lambda d: (d / "config.json").write_text('{"format": "rest-model", "format_version": 99}'), "version 99"),
+    (lambda d: (d / "config.json").write_text('{"format": "rest-model", "format_version": 99}'),
+     "version 99"),
     (lambda d: (d / "config.json").write_text("{"), "cannot read"),
 ])
 def test_damaged_directories_give_clear_errors(saved, tmp_path, damage, message):

@@ -5,7 +5,8 @@ import sentencepiece as spm
 
 from rest_cli.models.native.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, train_tokenizer
 
-WORDS = "the a cat dog bird sat ran flew on under over mat tree house red blue big small quickly slowly".split()
+WORDS = ("the a cat dog bird sat ran flew on under over mat tree house red blue big small quickly "
+         "slowly").split()
 
 
 def corpus(n=200, seed=0):

@@ -10,7 +10,8 @@ from rest_cli.rewards import Reward, build, build_reward, score_records
 from rest_cli.rewards.composite import Composite
 from rest_cli.rewards.spec import parse_spec
 
-# Source of 8 characters, hypothesis of 24 sharing no word with it: copy-guard 1.0, length-guard 0.5 (ratio 3).
+# Source of 8 characters, hypothesis of 24 sharing no word with it: copy-guard 1.0,
+# length-guard 0.5 (ratio 3).
 RECORD = {"src": "abcd efgh", "ref": "xxxx", "hyp": "xxxx yyyy zzzz wwww qqqq rrrr"}
 
 
@@ -70,7 +71,8 @@ def test_composite_needs_the_union_and_signs_the_whole_tree():
     assert reward.name == "product(chrf, length-guard(max_ratio=2.5))"
     out = list(score_records([{"src": "ein Hund", "ref": "a dog", "hyp": "a dog"}], reward))[0]
     assert out["reward_name"] == reward.name
-    assert re.fullmatch(r"product\(chrf\|nrefs:1\|.*\|rest:[\d.]+; length-guard\|.*max:2\.5\|.*\)", out["reward_sig"])
+    assert re.fullmatch(r"product\(chrf\|nrefs:1\|.*\|rest:[\d.]+; length-guard\|.*max:2\.5\|.*\)",
+                        out["reward_sig"])
 
 
 def test_weights_in_the_signature():

@@ -94,7 +94,8 @@ def test_a_bad_answer_refuses_the_batch_without_a_restart(tmp_path, answer, mess
 
 
 def test_a_bad_answer_names_its_batch_and_ids(tmp_path):
-    scorer = Scorer(tmp_path, 'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
+    scorer = Scorer(tmp_path,
+                    'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
     reward = scorer.reward()
     records = [{"id": i // 2, "hyp": "x"} for i in range(6)]
     stream = score_records(records, reward, batch_size=2)
@@ -124,7 +125,8 @@ def test_shell_only_when_asked(tmp_path):
     scorer = Scorer(tmp_path)
     with build_reward(f"sh:{scorer.command} | cat") as reward:
         assert reward.score(hyps(3)) == [0.3] and reward.name.startswith("sh:")
-    with pytest.raises(UsageError, match="cannot start"):  # no shell: '|' is an argument, the program is missing
+    # no shell: '|' is an argument, the program is missing
+    with pytest.raises(UsageError, match="cannot start"):
         build_reward("cmd:no-such-program-xyz | cat")
 
 
@@ -155,9 +157,9 @@ def test_a_crash_on_the_first_run_is_restarted_and_the_batch_retried(tmp_path):
     reward.close()
     assert [(r["n"], r["reward"]) for r in out] == [(n, n / 10) for n in range(7)]
     assert scorer.launches == 2
-    assert reward.messages == [f"reward command {scorer.command!r} failed on batch 2 (records 4-6), restarting "
-                               f"it (1 of {DEFAULT_RESTARTS}): it exited with status 1 before answering; "
-                               f"its stderr ends: CUDA out of memory"]
+    assert reward.messages == [f"reward command {scorer.command!r} failed on batch 2 (records 4-6), "
+                               f"restarting it (1 of {DEFAULT_RESTARTS}): it exited with status 1 before "
+                               f"answering; its stderr ends: CUDA out of memory"]
 
 
 def test_a_command_killed_by_a_signal_is_restarted(tmp_path):
@@ -180,17 +182,20 @@ def test_an_answer_cut_short_by_a_crash_is_a_crash_not_a_bad_answer(tmp_path):
 
 @pytest.mark.parametrize("restarts", [0, 1, DEFAULT_RESTARTS])
 def test_a_command_that_always_crashes_fails_after_exactly_its_restarts(tmp_path, restarts):
-    scorer = Scorer(tmp_path, 'print(f"loading model, try {launch}", file=sys.stderr); raise SystemExit("boom")')
+    scorer = Scorer(tmp_path,
+                    'print(f"loading model, try {launch}", file=sys.stderr); raise SystemExit("boom")')
     reward = scorer.reward(restarts=restarts)
     done = f"{restarts} restart{'' if restarts == 1 else 's'}"
-    message = (f"reward command {scorer.command!r} failed on batch 1 (records 1-2) after {done}: it exited with "
-               f"status 1 before answering; its stderr ends: loading model, try {restarts + 1} / boom")
+    message = (f"reward command {scorer.command!r} failed on batch 1 (records 1-2) after {done}: "
+               f"it exited with status 1 before answering; its stderr ends: loading model, "
+               f"try {restarts + 1} / boom")
     with pytest.raises(RestError, match=f"^{re.escape(message)}$"):
         reward.score(hyps(1, 2))
     reward.close()
     assert scorer.launches == restarts + 1 and len(reward.messages) == restarts
     for i, logged in enumerate(reward.messages, 1):
-        assert f"failed on batch 1 (records 1-2), restarting it ({i} of {restarts}): it exited with status 1" in logged
+        assert (f"failed on batch 1 (records 1-2), restarting it ({i} of {restarts}): "
+                "it exited with status 1") in logged
 
 
 def test_restarts_are_counted_per_batch(tmp_path):
@@ -201,7 +206,8 @@ def test_restarts_are_counted_per_batch(tmp_path):
     reward.close()
     assert [r["reward"] for r in out] == [n / 10 for n in range(8)]
     assert scorer.launches == 4 and len(reward.messages) == 3
-    assert "failed on batch 4 (records 7-8), restarting it (1 of 1): it exited with status 0" in reward.messages[-1]
+    assert ("failed on batch 4 (records 7-8), restarting it (1 of 1): it exited with status 0"
+            in reward.messages[-1])
 
 
 def test_a_command_that_hangs_once_recovers(tmp_path):
@@ -210,16 +216,16 @@ def test_a_command_that_hangs_once_recovers(tmp_path):
     assert [r["reward"] for r in score_records(hyps(1, 2, 3), reward)] == [0.1, 0.2, 0.3]
     reward.close()
     assert scorer.launches == 2
-    assert reward.messages == [f"reward command {scorer.command!r} failed on batch 1 (records 1-3), restarting it "
-                               f"(1 of 2): it gave no answer within 1.5 s, so rest stopped it "
+    assert reward.messages == [f"reward command {scorer.command!r} failed on batch 1 (records 1-3), "
+                               f"restarting it (1 of 2): it gave no answer within 1.5 s, so rest stopped it "
                                f"(raise --reward-timeout if it is just slow)"]
 
 
 def test_a_command_that_always_hangs_fails_after_its_restarts(tmp_path):
     scorer = Scorer(tmp_path, "time.sleep(60)")
     reward = scorer.reward(timeout=0.5, restarts=1)
-    with pytest.raises(RestError, match=re.escape("failed on batch 1 (record 1) after 1 restart: it gave no answer "
-                                                  "within 0.5 s, so rest stopped it")):
+    with pytest.raises(RestError, match=re.escape("failed on batch 1 (record 1) after 1 restart: "
+                                                  "it gave no answer within 0.5 s, so rest stopped it")):
         reward.score(hyps(1))
     assert reward.process.proc.poll() is not None and scorer.launches == 2
     reward.close()
@@ -245,19 +251,23 @@ def records(tmp_path):
 @pytest.mark.subprocess
 def test_score_recovers_from_a_crash_and_writes_every_record_in_order(records, tmp_path):
     scorer = Scorer(tmp_path, 'if launch == 1 and n == 1: sys.exit("killed by the OOM killer")')
-    result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o", str(tmp_path / "out.jsonl"))
+    result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o",
+                  str(tmp_path / "out.jsonl"))
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 0 and len(lines) == 1, lines
-    assert lines[0].startswith(f"rest: reward command {scorer.command!r} failed on batch 2 (records 3-4, ids 2 to 3)"
-                               f", restarting it (1 of 2): it exited with status 1")
+    assert lines[0].startswith(f"rest: reward command {scorer.command!r} failed on batch 2 "
+                               f"(records 3-4, ids 2 to 3), restarting it (1 of 2): "
+                               f"it exited with status 1")
     out = read_jsonl((tmp_path / "out.jsonl").read_bytes())
     assert [(r["id"], r["reward"]) for r in out] == [(i, i / 10) for i in range(5)]
 
 
 @pytest.mark.subprocess
 def test_score_refuses_a_wrong_length_answer_and_writes_no_file(records, tmp_path):
-    scorer = Scorer(tmp_path, 'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
-    result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o", str(tmp_path / "out.jsonl"))
+    scorer = Scorer(tmp_path,
+                    'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
+    result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o",
+                  str(tmp_path / "out.jsonl"))
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and lines == [
         f"rest score: error: reward command {scorer.command!r} on batch 2 (records 3-4, ids 2 to 3) returned "
@@ -273,9 +283,9 @@ def test_score_to_stdout_stops_at_the_failed_batch_and_exits_non_zero(records, t
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and len(lines) == 3, lines
     assert [r["id"] for r in read_jsonl(result.stdout)] == [0, 1]  # batch 1 only: none of batch 2
-    assert lines[2] == (f"rest score: error: reward command {scorer.command!r} failed on batch 2 (records 3-4, ids "
-                        f"2 to 3) after 2 restarts: it exited with status 3 before answering; it wrote nothing on "
-                        f"stderr")
+    assert lines[2] == (f"rest score: error: reward command {scorer.command!r} failed on batch 2 "
+                        f"(records 3-4, ids 2 to 3) after 2 restarts: it exited with status 3 before "
+                        f"answering; it wrote nothing on stderr")
     assert scorer.launches == 3
 
 
@@ -312,6 +322,6 @@ def test_reward_restarts_option(records, tmp_path):
     result = rest("score", "-r", scorer.spec, "--reward-restarts", "1", str(records))
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and len(lines) == 2, lines
-    assert lines[1].endswith("failed on batch 1 (records 1-5, ids 0 to 4) after 1 restart: it exited with status 3 "
-                             "before answering; it wrote nothing on stderr")
+    assert lines[1].endswith("failed on batch 1 (records 1-5, ids 0 to 4) after 1 restart: "
+                             "it exited with status 3 before answering; it wrote nothing on stderr")
     assert scorer.launches == 2

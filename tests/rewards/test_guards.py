@@ -78,7 +78,8 @@ def test_length_ratio_counts_characters_besides_spaces_and_handles_an_empty_sour
     ("repeat-guard(n=0)", "n must be an integer >= 1"),
     ("repeat-guard(n=2.5)", "n must be an integer >= 1"),
     ("length-guard(max_ratio='long')", "max_ratio must be a number >= 0, got 'long'"),
-    ("length-guard(ratio=2)", "reward 'length-guard' takes no parameter 'ratio'; its parameters: min_ratio, max_ratio"),
+    ("length-guard(ratio=2)",
+     "reward 'length-guard' takes no parameter 'ratio'; its parameters: min_ratio, max_ratio"),
 ])
 def test_bad_parameters_are_usage_errors(spec, message):
     with pytest.raises(UsageError, match=re.escape(message)):

@@ -18,7 +18,8 @@ def test_registry_lists_the_metric_rewards():
 
 @pytest.mark.parametrize("name", ["chrf", "bleu", "ter", "exact"])
 def test_a_perfect_match_scores_one_and_nothing_in_common_scores_zero(name):
-    assert scores(name, [("the cat sat on the mat", "the cat sat on the mat"), ("xyz", "the cat")]) == [1.0, 0.0]
+    assert scores(name, [("the cat sat on the mat", "the cat sat on the mat"),
+                         ("xyz", "the cat")]) == [1.0, 0.0]
 
 
 def test_known_values():

@@ -59,7 +59,8 @@ def test_python_function_reward(user_module):
     ("return [True, 0.5]", "returned True (bool) for record 1"),
     ("return 0.5", "reward function '{m}:f' returned float, not a list of 2 numbers"),
     ("return [r['ref'] for r in records]", "reward function '{m}:f' raised KeyError: 'ref'"),
-    ("return [0.5, 2.0]", "reward function '{m}:f' returned 2.0, outside [0, 1]: give its range with --reward-range"),
+    ("return [0.5, 2.0]",
+     "reward function '{m}:f' returned 2.0, outside [0, 1]: give its range with --reward-range"),
 ])
 def test_python_function_misbehaving_is_named(user_module, body, message):
     module = user_module(f"def f(records):\n    {body}\n")
@@ -114,7 +115,8 @@ def test_range_and_calibrate_are_exclusive_and_the_range_must_be_increasing():
 def test_calibration_takes_percentiles_of_true_and_mismatched_pairs(user_module, tmp_path):
     module = user_module("def length(records):\n    return [float(len(r['hyp'])) for r in records]\n")
     calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "x" * n} for n in (1, 2, 3)])
-    # Scores: true pairs 1, 2, 3 and shifted pairs 2, 3, 1; p1 and p99 (inclusive) of [1,1,2,2,3,3] are 1 and 3.
+    # Scores: true pairs 1, 2, 3 and shifted pairs 2, 3, 1; p1 and p99 (inclusive) of [1,1,2,2,3,3]
+    # are 1 and 3.
     reward = calibrate(build_reward(f"py:{module}:length"), str(calib))
     assert (reward.lo, reward.hi) == (1.0, 3.0)
     assert reward.score([{"hyp": "xx"}, {"hyp": "xxxxxx"}]) == [0.5, 1.0]

@@ -1,1 +1,2 @@
-"""The native policy kind: rest's own encoder-decoder Transformer, its SentencePiece tokenizer and its CTranslate2 converter."""
+"""The native policy kind: rest's own encoder-decoder Transformer, its SentencePiece tokenizer and
+its CTranslate2 converter."""

@@ -34,7 +34,8 @@ class ModelConfig:
 # Shapes by name; vocab_size comes from the tokenizer. "iwslt" is the paper's IWSLT De-En model.
 PRESETS: dict[str, dict] = {
     "tiny": dict(d_model=64, n_heads=2, ffn_dim=128, enc_layers=1, dec_layers=1),  # tests
-    "demo": dict(d_model=128, n_heads=4, ffn_dim=512, enc_layers=2, dec_layers=2),  # the offline demo, minutes on 2 cores
+    # the offline demo, minutes on 2 cores
+    "demo": dict(d_model=128, n_heads=4, ffn_dim=512, enc_layers=2, dec_layers=2),
     "small": dict(d_model=192, n_heads=4, ffn_dim=768, enc_layers=3, dec_layers=3),
     "base": dict(d_model=256, n_heads=4, ffn_dim=1024, enc_layers=3, dec_layers=3),
     "iwslt": dict(d_model=512, n_heads=4, ffn_dim=1024, enc_layers=6, dec_layers=6),

@@ -65,7 +65,8 @@ def _set_encoder(spec, model: Seq2SeqTransformer) -> None:
     _set_layer_norm(spec.layer_norm, model.encoder.norm)
     for layer_spec, layer in zip(spec.layer, model.encoder.layers):
         _set_layer_norm(layer_spec.self_attention.layer_norm, layer.norm1)
-        _set_weight(layer_spec.self_attention.linear[0], layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+        _set_weight(layer_spec.self_attention.linear[0], layer.self_attn.in_proj_weight,
+                    layer.self_attn.in_proj_bias)
         _set_linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
         _set_ffn(layer_spec.ffn, layer, layer.norm2)
 
@@ -76,7 +77,8 @@ def _set_decoder(spec, model: Seq2SeqTransformer) -> None:
     _set_linear(spec.projection, model.lm_head)
     for layer_spec, layer in zip(spec.layer, model.decoder.layers):
         _set_layer_norm(layer_spec.self_attention.layer_norm, layer.norm1)
-        _set_weight(layer_spec.self_attention.linear[0], layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+        _set_weight(layer_spec.self_attention.linear[0], layer.self_attn.in_proj_weight,
+                    layer.self_attn.in_proj_bias)
         _set_linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
         # CTranslate2 splits cross-attention into a query projection and a fused key;value one.
         cross, d = layer.multihead_attn, model.config.d_model

@@ -37,7 +37,8 @@ class NativeKind(PolicyKind):
             trained = train_tokenizer(texts, folder / ".spm", vocab_size, seed=seed)
         except RuntimeError as err:
             raise RestError(f"cannot train the tokenizer: {err}") from None
-        os.replace(trained, folder / TOKENIZER)  # only a complete tokenizer gets the name a resumed run looks for
+        # only a complete tokenizer gets the name a resumed run looks for
+        os.replace(trained, folder / TOKENIZER)
         return folder
 
     def check_new_model(self, shape: dict[str, Any]) -> None:

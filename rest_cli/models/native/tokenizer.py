@@ -55,7 +55,8 @@ class Tokenizer:
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         found = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
         if found != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-            raise ValueError(f"{self.path}: special ids (pad, unk, bos, eos) are {found}, expected (0, 1, 2, 3)")
+            raise ValueError(f"{self.path}: special ids (pad, unk, bos, eos) are {found}, "
+                             "expected (0, 1, 2, 3)")
 
     @property
     def vocab_size(self) -> int:

@@ -98,9 +98,11 @@ class Seq2SeqTransformer(nn.Module):
     def decode(self, tgt_in_ids: torch.Tensor, memory: torch.Tensor, src_ids: torch.Tensor) -> torch.Tensor:
         """Decoder input ids [B, T] and memory [B, S, d] -> logits [B, T, V]."""
         length = tgt_in_ids.size(1)
-        causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in_ids.device).triu(1)  # True = hidden
+        # True = hidden
+        causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in_ids.device).triu(1)
         h = self.decoder(self._embed(self.tgt_embed, tgt_in_ids), memory, tgt_mask=causal, tgt_is_causal=True,
-                         tgt_key_padding_mask=tgt_in_ids.eq(PAD_ID), memory_key_padding_mask=src_ids.eq(PAD_ID))
+                         tgt_key_padding_mask=tgt_in_ids.eq(PAD_ID),
+                         memory_key_padding_mask=src_ids.eq(PAD_ID))
         return self.lm_head(h)
 
     def forward(self, src_ids: torch.Tensor, tgt_in_ids: torch.Tensor) -> torch.Tensor:
