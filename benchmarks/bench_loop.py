@@ -1,7 +1,7 @@
 """Wall time of the ReST loop through make, step by step, and what overlapping sampling with scoring buys.
 
     .venv/bin/python benchmarks/bench_loop.py           the demo as `make rest G=2 I=3` runs it (~12 min)
-    .venv/bin/python benchmarks/bench_loop.py --tiny    tests/test_loop_make.py's TINY settings (~1-2 min)
+    .venv/bin/python benchmarks/bench_loop.py --tiny    the TINY settings of the make test (~1-2 min)
     .venv/bin/python benchmarks/bench_loop.py --g 1 --i 2 --run runs/bench --json loop.json --repeats 5
 
 1. The loop: `make -f rest.mk rest G=.. I=.. RUN=<fresh temporary folder, or --run DIR>` (what `make rest`
@@ -78,7 +78,7 @@ def loop_variables(args) -> dict[str, str]:
     variables = {"G": "2", "I": "3"}
     if args.tiny:
         sys.path.insert(0, str(REPO))
-        from tests.test_loop_make import TINY
+        from tests.loop.test_loop_make import TINY
         variables = dict(TINY)
     variables.update({k: str(v) for k, v in (("G", args.g), ("I", args.i)) if v is not None})
     return variables
@@ -312,7 +312,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--g", type=int, help="Grow steps (default 2; 1 with --tiny)")
     parser.add_argument("--i", type=int, help="Improve steps per Grow step (default 3; 2 with --tiny)")
-    parser.add_argument("--tiny", action="store_true", help="the TINY settings of tests/test_loop_make.py")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the TINY settings of tests/loop/test_loop_make.py")
     parser.add_argument("--run", type=Path,
                         help="run folder (empty or absent; kept); default: a temporary one")
     parser.add_argument("--repeats", type=int, default=3,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rest_cli import __version__
-from rest_cli.errors import EXIT_BAD_INPUT, RestError
+from rest_cli.errors import EXIT_BAD_INPUT, RestError, UsageError
 from rest_cli.io.atomic import cannot_write, replacing_dir, usual_permissions
 from rest_cli.models.base import ModelLoadError, PolicyKind, get_kind, kind_of_model
 
@@ -55,7 +55,11 @@ def _config(directory: Path) -> dict[str, Any]:
 def kind_of(directory: str | os.PathLike) -> PolicyKind:
     """The policy kind a model directory holds."""
     config = _config(Path(directory))
-    return get_kind(config.get("kind", VERSION_1_KIND))
+    name = config.get("kind", VERSION_1_KIND)
+    try:
+        return get_kind(name)
+    except UsageError as err:  # a directory from a newer rest, say: name the file
+        raise ModelDirError(f"{Path(directory) / CONFIG}: {err}") from None
 
 
 def check_model_dir(directory: str | os.PathLike, need_weights: bool = True) -> Path:

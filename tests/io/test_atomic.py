@@ -1,0 +1,69 @@
+"""The one writer of whole files and folders: all or nothing, with the permissions of a new file."""
+
+import os
+
+import pytest
+
+from rest_cli.errors import OutputError
+from rest_cli.io.atomic import replacing_dir, replacing_file, write_file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_file_appears_whole_with_usual_permissions(tmp_path):
+    out = tmp_path / "out.txt"
+    write_file(out, b"first\n")
+    with replacing_file(out) as handle:
+        handle.write(b"second\n")
+        assert out.read_bytes() == b"first\n"  # the old contents stay until the new ones are complete
+    assert out.read_bytes() == b"second\n"
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's private 0600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt, OSError])
+def test_an_error_while_writing_keeps_the_previous_file(tmp_path, error):
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"previous\n")
+    with pytest.raises(error):  # the caller's own error is not turned into a write error
+        with replacing_file(out) as handle:
+            handle.write(b"half")
+            raise error("stop")
+    assert out.read_bytes() == b"previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_a_missing_folder_is_one_line_naming_the_destination(tmp_path):
+    expected = f"cannot write {tmp_path}/missing/out.txt: No such file or directory"
+    with pytest.raises(OutputError, match=expected):
+        write_file(tmp_path / "missing" / "out.txt", b"x")
+
+
+def test_a_folder_is_replaced_whole(tmp_path):
+    target = tmp_path / "model"
+    with replacing_dir(target) as folder:
+        (folder / "a").write_text("1")
+    with replacing_dir(target) as folder:
+        (folder / "b").write_text("2")
+        assert (target / "a").exists()  # the old folder stays until the new one is complete
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert target.stat().st_mode & 0o777 == 0o777 & ~_umask()
+    with pytest.raises(RuntimeError):
+        with replacing_dir(target) as folder:
+            (folder / "c").write_text("3")
+            raise RuntimeError("export failed")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
+
+
+def test_the_temporary_name_is_new_each_time_and_never_followed(tmp_path):
+    out, victim = tmp_path / "out.txt", tmp_path / "victim.txt"
+    victim.write_bytes(b"keep\n")
+    # The names a writer with predictable names (as rest's were: .NAME.PID.tmp) would have used.
+    for planted in (f".out.txt.{os.getpid()}.tmp", "out.txt.tmp", ".out.txt.tmp"):
+        (tmp_path / planted).symlink_to(victim)
+    write_file(out, b"data\n")
+    assert victim.read_bytes() == b"keep\n" and out.read_bytes() == b"data\n" and not out.is_symlink()
