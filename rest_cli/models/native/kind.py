@@ -34,11 +34,10 @@ class NativeKind(PolicyKind):
         from rest_cli.models.native.tokenizer import train_tokenizer
 
         try:
-            trained = train_tokenizer(texts, folder / ".spm", vocab_size, seed=seed)
+            # A folder gets spm.model, written whole: a resumed run finds a complete tokenizer or none.
+            train_tokenizer(texts, folder, vocab_size, seed=seed)
         except RuntimeError as err:
             raise RestError(f"cannot train the tokenizer: {err}") from None
-        # only a complete tokenizer gets the name a resumed run looks for
-        os.replace(trained, folder / TOKENIZER)
         return folder
 
     def check_new_model(self, shape: dict[str, Any]) -> None:

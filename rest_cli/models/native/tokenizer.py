@@ -9,6 +9,8 @@ from typing import Iterable
 
 import sentencepiece as spm
 
+from rest_cli.io.atomic import write_file
+
 # The special ids are part of the model format: the Transformer, the training code and the
 # CTranslate2 export all rely on them, so they are fixed here at training time.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -39,9 +41,9 @@ def train_tokenizer(
         pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS,
         hard_vocab_limit=False, minloglevel=2,
     )
-    # Written only after training succeeded, so a failed run leaves no model file behind.
+    # Written only after training succeeded, and whole, so a failed run leaves no model file behind.
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(proto.getvalue())
+    write_file(path, proto.getvalue())
     return path
 
 
