@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,10 +42,46 @@ def _sync_folder(folder: Path) -> None:
             os.close(descriptor)
 
 
-@contextlib.contextmanager
-def replacing_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """A binary file to write `path`'s new contents into; it replaces `path` when the block ends well."""
+def replacing_file(path: str | os.PathLike) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """A binary file to write `path`'s new contents into; it replaces `path` when the block ends well.
+
+    Only a regular file is ever replaced. A symbolic link to one keeps the link and replaces the
+    file it names. A device, a FIFO or a socket (`-o /dev/null`, a named pipe) is written in
+    place, as a shell's `>` would; a folder is refused.
+    """
     path = Path(path)
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        status = None
+    except OSError as err:
+        raise cannot_write(path, err) from None
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise OutputError(f"cannot write {path}: it is a folder")
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        return _written_in_place(path)
+    return _replacing(path.resolve() if path.is_symlink() else path)
+
+
+@contextlib.contextmanager
+def _written_in_place(path: Path) -> Iterator[IO[bytes]]:
+    try:
+        handle = open(path, "wb")
+    except OSError as err:
+        raise cannot_write(path, err) from None
+    try:
+        yield handle
+        try:
+            handle.close()
+        except OSError as err:
+            raise cannot_write(path, err) from None
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            handle.close()
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[bytes]]:
     try:
         descriptor, tmp = _temporary_name(path)
     except OSError as err:

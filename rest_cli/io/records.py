@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import io
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
@@ -266,7 +267,9 @@ class RecordWriter:
             return self
         self._file = replacing_file(self.path)
         self._raw = self._file.__enter__()
-        self._out = io.BufferedWriter(gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0)) \
+        # The header names the output, not the temporary file, and no time: same records, same bytes.
+        self._out = io.BufferedWriter(gzip.GzipFile(os.path.basename(self.path), "wb", fileobj=self._raw,
+                                                    mtime=0)) \
             if self.path.endswith(".gz") else self._raw
         return self
 

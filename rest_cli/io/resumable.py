@@ -95,7 +95,7 @@ class ResumableOutput:
         try:
             if self.path.suffix == ".gz":
                 with open(self.partial, "rb") as src, replacing_file(self.path) as raw:
-                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                    with gzip.GzipFile(self.path.name, "wb", fileobj=raw, mtime=0) as out:
                         shutil.copyfileobj(src, out, 1 << 20)
                 self.partial.unlink()
             else:
