@@ -77,6 +77,31 @@ def check_model_dir(directory: str | os.PathLike, need_weights: bool = True) -> 
     return directory
 
 
+def check_output_dir(directory: str | os.PathLike, option: str = "--output") -> Path:
+    """Refuse (UsageError) to write a model directory where that would replace what is not ours.
+
+    Only a model directory of this tool, an empty folder or a new name may be replaced: never a
+    folder of other files (say, the one holding the training data), a file, a link, `.` or `/`.
+    """
+    path = Path(directory)
+    if str(directory) in ("", ".", "..") or path.name in ("", ".", ".."):
+        raise UsageError(f"{option} {str(directory)!r}: name a new folder or a model directory")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UsageError(f"{option} {path}: exists and is not a folder; "
+                         f"name a new folder or a model directory")
+    if path.is_dir() and any(path.iterdir()) and not _is_model_dir(path):
+        raise UsageError(f"{option} {path}: holds files that are not a rest model directory; "
+                         f"name a new folder, or delete it first if it is yours to delete")
+    return path
+
+
+def _is_model_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def model_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The kind's config stored in DIR/config.json."""
     return _config(Path(directory))["model"]
@@ -119,6 +144,7 @@ def save_model_dir(directory: str | os.PathLike, model, tokenizer_folder: str | 
     `tokenizer_folder` holds the kind's tokenizer files (a model directory, or a run's work folder).
     """
     kind = kind_of_model(model)
+    check_output_dir(directory)
     with replacing_dir(directory) as folder:
         try:
             _fill(folder, kind, model, Path(tokenizer_folder), training)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from rest_cli import __version__
-from rest_cli.errors import InputError, UsageError
+from rest_cli.errors import InputError, RestError, UsageError
 from rest_cli.io.atomic import write_file
 from rest_cli.io.shards import derived_seed
 from rest_cli.models import modeldir
@@ -49,6 +49,9 @@ def finetune(train_path: str, output_dir: str | os.PathLike, options: FinetuneOp
     the same call then resumes from there. Returns what training.json holds.
     """
     options = resolve_options(options or FinetuneOptions(), init_dir)
+    modeldir.check_output_dir(output_dir, "--output")
+    if save_last is not None:
+        modeldir.check_output_dir(save_last, "--save-last")
     world = join_world(options.device)
     try:
         return _finetune(train_path, output_dir, options, valid_path, init_dir, save_last,
@@ -75,17 +78,13 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     # From scratch, the tokenizer learns from every training text: under torchrun rank 0 reads them all.
     vocabulary_pairs = (lambda: load_pairs(train_path, options.skip_invalid)[0]) if world.distributed \
         else (lambda: pairs["train"])
-    tokenizer_folder = _main_first(
-        world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
-    tokenizer = kind.tokenizer(tokenizer_folder)
-    try:
+    with _removed_on_error(work, keep=resuming or not world.is_main):
+        tokenizer_folder = _main_first(
+            world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
+        tokenizer = kind.tokenizer(tokenizer_folder)
         data = {name: _tokenize(pairs[name], tokenizer, options, stats[name], say, _holders(name, world),
                                 device)
                 for name in pairs}
-    except InputError:
-        if not resuming and world.is_main:  # a fresh run over bad data leaves nothing to resume
-            shutil.rmtree(work, ignore_errors=True)
-        raise
     model = _build_model(kind, init_dir, tokenizer.vocab_size, options)
     if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
         torch.manual_seed(derived_seed(options.seed, "rank", world.rank))
@@ -102,6 +101,18 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
         _write_outputs(trainer, output_dir, tokenizer_folder, record, save_last)
     world.barrier()  # the model directory is complete before any rank reports success
     return record
+
+
+@contextlib.contextmanager
+def _removed_on_error(work: Path, keep: bool) -> Iterator[None]:
+    """A fresh run that fails before training (bad data, a tokenizer that cannot be trained) leaves
+    nothing to resume: its work folder goes, so that it cannot block the corrected command."""
+    try:
+        yield
+    except RestError:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def _main_first(world: World, make: Callable[[], Any]) -> Any:

@@ -116,3 +116,28 @@ def test_help_does_not_import_torch():
 @pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (45, "45s"), (80, "1m20s"), (7500, "2h05m")])
 def test_durations_read_like_a_clock(seconds, text):
     assert command.duration(seconds) == text
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("target", ["data-folder", "a-file", ".", "", "/", "link"])
+def test_output_that_is_not_ours_to_replace_is_refused_before_training(tmp_path, target):
+    folder = tmp_path / "data-folder"
+    folder.mkdir()
+    data = write_jsonl(folder / "train.jsonl", GOOD)
+    (tmp_path / "a-file").write_text("keep\n")
+    (tmp_path / "link").symlink_to(folder)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    result = rest("finetune", str(data), "-o", target, *TINY, "--steps", "2", cwd=tmp_path)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "rest finetune: error: --output" in lines[0], lines
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "a-file").read_text() == "keep\n"
+
+
+@pytest.mark.subprocess
+def test_a_tokenizer_that_cannot_be_trained_leaves_no_work_folder(tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", [{"src": "a", "ref": "b"}])
+    args = ["finetune", str(data), "-o", str(tmp_path / "model"), "--preset", "tiny", "--steps", "1"]
+    failed = rest(*args, "--vocab-size", "5")  # fewer pieces than the characters need
+    assert failed.returncode == 1 and "cannot train the tokenizer" in failed.stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
