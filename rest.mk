@@ -75,7 +75,7 @@ $(RUN)/g0/model/config.json: $(TRAIN) $(VALID)
 $(RUN)/g0/valid.json: $(RUN)/g0/model/config.json
 	$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID),$@)
 $(RUN)/g0/policy: $(RUN)/g0/valid.json
-	echo $(RUN)/g0/model > $@
+	echo $(RUN)/g0/model > $@.tmp && mv $@.tmp $@
 
 define GROW
 # Grow $(1): sample with the policy of Grow $(call minus1,$(1)), references included, all scored,
@@ -92,20 +92,22 @@ $(RUN)/g$(1)/i0/valid.json: $(RUN)/g$(call minus1,$(1))/policy
 	@mkdir -p $$(@D)
 	$(call eval_to,-m $$$$(cat $$<) $(EVAL_OPTS) $(VALID),$$@)
 $(RUN)/g$(1)/policy: $(foreach i,0 $(IMPROVES),$(RUN)/g$(1)/i$(i)/valid.json)
-	$(REST) loop best -r $(REWARD) $$^ > $$@
+	$(REST) loop best -r $(REWARD) $$^ > $$@.tmp && mv $$@.tmp $$@
 endef
 
 define IMPROVE
-# Improve $(2) of Grow $(1): runs only while validation reward is still rising.
+# Improve $(2) of Grow $(1): runs only while validation reward is still rising. `rest loop rising`
+# prints its decision (rising or stopped); when it fails, the recipe fails and nothing is marked.
 $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(shell seq 0 $(call minus1,$(2))),$(RUN)/g$(1)/i$(j)/valid.json)
-	@mkdir -p $$(@D)
-	if $(REST) loop rising -r $(REWARD) $$(wordlist 2,99,$$^); then \
+	@mkdir -p $$(@D) && rm -f $$(@D)/skipped
+	decision=$$$$($(REST) loop rising -r $(REWARD) $$(wordlist 2,99,$$^)) && \
+	if [ "$$$$decision" = rising ]; then \
 	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
 	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz && \
 	  $(FINETUNE) $$(@D)/data.jsonl.gz --init $(call model_of,$$(lastword $$^)) --lr $(word $(2),$(LRS)) \
 	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID) $(FINETUNE_OPTS) --output $$(@D)/model && \
 	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID),$$@); \
-	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@; fi
+	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@.tmp && mv $$@.tmp $$@; fi
 $(RUN)/test/g$(1)-i$(2).json: $(RUN)/g$(1)/i$(2)/valid.json
 	@mkdir -p $$(@D)
 	$(call eval_to,-m $(call model_of,$$<) $(TEST_OPTS) $(TEST),$$@)

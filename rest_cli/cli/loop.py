@@ -41,12 +41,18 @@ def threshold(
 @app.command("rising")
 @handles_errors("loop rising")
 def rising(reports: Reports, reward: RewardOpt) -> None:
-    """Exit 0 if the last report's validation reward beats all earlier ones, else 1."""
+    """Print `rising` if the last report's validation reward beats all earlier ones, else `stopped`.
+
+    Both are decisions and exit 0; an error (a missing or damaged report) exits non-zero, so a
+    Makefile never takes a failure for "stopped rising".
+    """
     from rest_cli.loop.decisions import still_rising
 
-    if not still_rising(reports, reward):
-        log("loop rising", f"validation {reward} stopped rising at {reports[-1]}")
-        raise typer.Exit(1)
+    if still_rising(reports, reward):
+        print("rising")
+        return
+    log("loop rising", f"validation {reward} stopped rising at {reports[-1]}")
+    print("stopped")
 
 
 @app.command("best")

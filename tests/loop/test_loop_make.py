@@ -4,6 +4,7 @@ import collections
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,3 +146,41 @@ def test_a_finished_loop_is_up_to_date_and_a_stopped_one_redoes_only_what_is_mis
     assert "finetune" not in again.stdout and "sample -m" in again.stdout
     assert (run / "g0" / "model" / "config.json").stat().st_mtime_ns == bc_time
     assert (run / "results.md").exists()
+
+
+def _improve_with_fake_rest(tmp_path, rising: str):
+    """Improve 1 of Grow 1 with a stand-in `rest` whose `loop rising` runs the shell code `rising`."""
+    fake = tmp_path / "fake-rest"
+    fake.write_text("#!/bin/sh\n"
+                    f'if [ "$1 $2" = "loop rising" ]; then {rising}; fi\n'
+                    'echo "unexpected: $*" >&2; exit 9\n')
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    for path in ("g1/candidates.jsonl.gz", "g1/i0/valid.json"):
+        (run / path).parent.mkdir(parents=True, exist_ok=True)
+        (run / path).write_text("{}\n")
+    target = run / "g1" / "i1" / "valid.json"
+    made = ["-o", str(run / "g1" / "candidates.jsonl.gz"), "-o", str(run / "g1" / "i0" / "valid.json")]
+    result = make(run, *made, str(target), REST=str(fake))
+    return run, target, result
+
+
+@pytest.mark.parametrize("failure", ["exit 1", "exit 3", "echo garbage; exit 2"])
+def test_a_failing_decision_fails_the_step_and_marks_nothing(tmp_path, failure):
+    run, target, result = _improve_with_fake_rest(tmp_path, failure)
+    assert result.returncode != 0, result.stdout
+    assert not target.exists() and not (run / "g1" / "i1" / "skipped").exists()
+
+
+def test_a_stopped_decision_marks_the_step_skipped(tmp_path):
+    run, target, result = _improve_with_fake_rest(tmp_path, "echo stopped; exit 0")
+    assert result.returncode == 0, result.stderr
+    assert (run / "g1" / "i1" / "skipped").exists() and target.read_text() == "{}\n"
+
+
+def test_every_target_written_by_a_redirect_is_written_whole():
+    """A killed `cmd > $@` leaves an empty target that make takes as done: redirect to a temporary name."""
+    recipes = [line for line in (REPO / "rest.mk").read_text().splitlines() if line.startswith("\t")]
+    redirects = [line for line in recipes if re.search(r">\s*\$+\(?@\)?(?!\S*\.tmp)", line)]
+    assert redirects == []
+    assert any("> $@.tmp && mv $@.tmp $@" in line for line in recipes)  # the check sees the real form
