@@ -121,7 +121,10 @@ def _resumable(output: str, input: str, model: str, decode, engine, part,
     """
     if output == "-":
         raise UsageError("--resume needs -o FILE: stdout cannot be continued")
-    run = {"input": file_identity(input) if input != "-" else "-",
+    if input == "-":
+        raise UsageError("--resume needs the input as a file: standard input cannot be checked to be "
+                         "the same when the run is resumed")
+    run = {"input": file_identity(input),
            "model": file_identity(ctranslate2_dir(model) / "model.bin"),
            "decode": asdict(decode), "seed": engine.seed, "shard": str(part), "include_ref": include_ref}
     return ResumableOutput(output, group_size=decode.n + include_ref, run=run)

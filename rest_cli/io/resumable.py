@@ -10,13 +10,14 @@ which would mix two runs in one file.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import os
 import shutil
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -33,9 +34,15 @@ class ResumableOutput:
         self.group_size = group_size
         self.run = run
         self.groups_done = 0
+        self._lock: IO[bytes] | None = None
 
     def open(self) -> int:
-        """Prepare OUT.partial; return the number of source groups it already holds."""
+        """Prepare OUT.partial; return the number of source groups it already holds.
+
+        OUT.partial stays locked until `finish`: a second run on the same output is refused
+        rather than interleaving its candidates with this one's.
+        """
+        self._take_lock()
         if self.meta.exists():
             stored = self._stored_run()
             if stored != self.run:
@@ -51,6 +58,16 @@ class ResumableOutput:
             raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
         write_file(self.meta, orjson.dumps(self.run, option=orjson.OPT_SORT_KEYS))
         return 0
+
+    def _take_lock(self) -> None:
+        try:
+            self._lock = open(self.partial, "ab")  # creates it if missing; never truncates another run's
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{self.partial} is being written by another run of this command; let it "
+                             f"finish or stop it first") from None
+        except OSError as err:
+            raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
 
     def _stored_run(self) -> dict[str, Any]:
         try:
@@ -101,6 +118,7 @@ class ResumableOutput:
             else:
                 os.replace(self.partial, self.path)
             self.meta.unlink()
+            self._lock.close()
         except OSError as err:
             raise OutputError(f"cannot write {self.path}: {err.strerror}") from None
 

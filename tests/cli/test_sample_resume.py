@@ -10,6 +10,8 @@ import time
 import orjson
 import pytest
 
+from rest_cli.errors import UsageError
+from rest_cli.io.resumable import ResumableOutput
 from tests.helpers import REPO, read_jsonl, rest, write_jsonl
 
 
@@ -17,9 +19,14 @@ def _sources(count):
     return b"".join(orjson.dumps({"src": f"eins hund {i}", "ref": "one dog"}) + b"\n" for i in range(count))
 
 
-def _sample_args(model, out, n=3):
+def _sample_args(model, out, sources, n=3):
     return ["sample", "-m", str(model), "-n", str(n), "--include-ref", "--max-length", "6", "--resume",
-            "-o", str(out)]
+            "-o", str(out), str(sources)]
+
+
+def _source_file(folder, count):
+    (folder / "src.jsonl").write_bytes(_sources(count))
+    return folder / "src.jsonl"
 
 
 @pytest.mark.subprocess
@@ -37,21 +44,15 @@ def test_resume_without_interruption_writes_what_a_plain_run_writes(random_model
 
 @pytest.mark.subprocess
 def test_a_killed_run_resumes_without_losing_or_repeating_sources(random_model_dir, tmp_path):
-    out, total = tmp_path / "cands.jsonl", 6000
+    out, total = tmp_path / "cands.jsonl", 12000
+    sources = _source_file(tmp_path, total)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # The first run is fed slowly and never reaches the end of its input, so it is surely mid-run
-    # when killed. (CTranslate2 hands results back as more input arrives: keep it flowing.)
-    proc = subprocess.Popen([sys.executable, "-m", "rest_cli", *_sample_args(random_model_dir, out)],
-                            stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    partial, lines, fed = tmp_path / "cands.jsonl.partial", _sources(total).splitlines(keepends=True), 0
-    deadline = time.monotonic() + 120
-    while fed < total - 200 and time.monotonic() < deadline:
-        if partial.exists() and partial.stat().st_size > 20_000:
-            break
-        proc.stdin.write(b"".join(lines[fed:fed + 100]))
-        proc.stdin.flush()
-        fed += 100
-        time.sleep(0.05)
+    proc = subprocess.Popen([sys.executable, "-m", "rest_cli", *_sample_args(random_model_dir, out, sources)],
+                            stderr=subprocess.DEVNULL, env=env)
+    partial, deadline = tmp_path / "cands.jsonl.partial", time.monotonic() + 120
+    # Killed as soon as some groups are written: far from the end of its input.
+    while not (partial.exists() and partial.stat().st_size > 20_000) and time.monotonic() < deadline:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = partial.read_bytes()
@@ -59,7 +60,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_sources(random_model_d
     with open(partial, "ab") as torn:  # as if the kill had cut a group in the middle of a line
         torn.write(b'{"id": 999, "src": "half a li')
 
-    resumed = rest(*_sample_args(random_model_dir, out), input=_sources(total))
+    resumed = rest(*_sample_args(random_model_dir, out, sources))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr.decode()
     records = read_jsonl(out.read_bytes())
@@ -75,16 +76,31 @@ def test_resume_with_other_options_is_refused(random_model_dir, tmp_path):
     out = tmp_path / "c.jsonl"
     (tmp_path / "c.jsonl.partial").write_bytes(b"")
     (tmp_path / "c.jsonl.partial.json").write_bytes(b'{"decode": {"n": 99}}')
-    result = rest(*_sample_args(random_model_dir, out), input=_sources(3))
+    result = rest(*_sample_args(random_model_dir, out, _source_file(tmp_path, 3)))
     assert result.returncode == 2
     assert "c.jsonl.partial is from a run with other decode" in result.stderr.decode()
     assert (tmp_path / "c.jsonl.partial.json").read_bytes() == b'{"decode": {"n": 99}}'  # left for the user
 
 
 @pytest.mark.subprocess
-def test_resume_needs_a_file(random_model_dir):
+def test_resume_needs_files_in_and_out(random_model_dir, tmp_path):
     result = rest("sample", "-m", str(random_model_dir), "--resume", input=_sources(1))
     assert result.returncode == 2 and "--resume needs -o FILE" in result.stderr.decode()
+    result = rest("sample", "-m", str(random_model_dir), "--resume", "-o", str(tmp_path / "c.jsonl"),
+                  input=_sources(1))
+    assert result.returncode == 2 and "--resume needs the input as a file" in result.stderr.decode()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(tmp_path):
+    first = ResumableOutput(str(tmp_path / "c.jsonl"), group_size=2, run={"seed": 0})
+    assert first.open() == 0
+    first.write_groups([{"id": 0}, {"id": 0}])
+    second = ResumableOutput(str(tmp_path / "c.jsonl"), group_size=2, run={"seed": 0})
+    with pytest.raises(UsageError, match=r"c\.jsonl\.partial is being written by another run"):
+        second.open()
+    first.finish()
+    assert read_jsonl((tmp_path / "c.jsonl").read_bytes()) == [{"id": 0}, {"id": 0}]
 
 
 @pytest.mark.subprocess
@@ -92,7 +108,7 @@ def test_a_damaged_run_description_is_one_clear_error(random_model_dir, tmp_path
     out = tmp_path / "c.jsonl"
     (tmp_path / "c.jsonl.partial").write_bytes(b"")
     (tmp_path / "c.jsonl.partial.json").write_bytes(b'{"decode": ')  # cut short
-    result = rest(*_sample_args(random_model_dir, out), input=_sources(3))
+    result = rest(*_sample_args(random_model_dir, out, _source_file(tmp_path, 3)))
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 2 and len(lines) == 1, lines
     assert "c.jsonl.partial.json: cannot read it" in lines[0] and "delete it" in lines[0]
