@@ -225,10 +225,11 @@ def iter_groups(records: Iterable[Record], key: str = "id",
     """Yield runs of consecutive records sharing `key`, holding one run in memory.
 
     With `reader` (where `records` come from), an id that comes back after another id is an
-    error located at its line: the stream is not grouped. The check keeps a 64-bit hash per id
-    seen, so it grows with the number of sources (not of records).
+    error located at its line: the stream is not grouped. The check keeps each id seen, exactly
+    (as its JSON: 1 and "1" differ; no hash that two ids could share), so it grows with the number
+    of sources, not of records.
     """
-    seen: set[int] = set()
+    seen: set[bytes] = set()
     group: list[Record] = []
     for record in records:
         value = record[key]
@@ -236,7 +237,7 @@ def iter_groups(records: Iterable[Record], key: str = "id",
             yield group
             group = []
         if not group and reader is not None:
-            fingerprint = hash((type(value).__name__, value))
+            fingerprint = orjson.dumps(value)
             if fingerprint in seen:
                 raise reader.fail(f"{key} {value!r} appears again after other {key}s: the stream is "
                                   f"not grouped by {key} (sort or group it first)")

@@ -1,5 +1,6 @@
 import gzip
 
+import orjson
 import pytest
 
 from rest_cli.errors import InputError
@@ -143,3 +144,12 @@ def test_disk_full_leaves_no_file(tmp_path):
             writer._out.write = full
             writer.write({"id": 2})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ids", [[-1, -2], [-2, -1], [1, "1"], [2**61 - 1, 0], ["a", "b", -1, -2]])
+def test_grouping_tells_every_pair_of_distinct_ids_apart(tmp_path, ids):
+    """Python's hash of -1 and of -2 is the same, as are 2**61 - 1 and 0: the check must not use it."""
+    path = tmp_path / "grouped.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"id": i, "reward": 0.5}) + b"\n" for i in ids for _ in range(2)))
+    reader = RecordReader(str(path), required=["id"])
+    assert [group[0]["id"] for group in iter_groups(reader, reader=reader)] == ids
