@@ -6,13 +6,14 @@ and prefetches while keeping input order; only the sources in flight are held in
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from rest_cli.errors import UsageError
+from rest_cli.errors import RestError, UsageError
 from rest_cli.io.records import Record
 
 # Sources tokenized per SentencePiece call: batching the tokenizer keeps its cost in the noise.
@@ -174,6 +175,10 @@ class Sampler:
         source = {key: value for key, value in source.items() if key not in _CANDIDATE_FIELDS}
         texts = self.tokenizer.decode(result.hypotheses)
         for k, (text, pieces, score) in enumerate(zip(texts, result.hypotheses, result.scores)):
+            if not math.isfinite(score):  # JSON has no NaN: it would be written as null, a non-number
+                raise RestError(f"the policy gave the log-probability {score} to a candidate of source "
+                                f"{source.get('id')!r}: its weights are not finite numbers (damaged, or "
+                                f"trained into overflow)")
             stats.candidates += 1
             stats.tokens += len(pieces)
             yield {**source, "hyp": text, "k": k, "logprob": score, "origin": "sample"}

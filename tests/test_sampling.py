@@ -83,3 +83,15 @@ def test_records_without_id_get_their_position():
 def test_bad_decode_options(options):
     with pytest.raises(UsageError):
         DecodeOptions(**options)
+
+
+def test_a_policy_with_non_finite_weights_is_an_error_not_null_logprobs(random_model_dir, tmp_path):
+    from rest_cli.errors import RestError
+    from rest_cli.models.modeldir import save_model_dir
+
+    model = load_model(random_model_dir)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    broken = save_model_dir(tmp_path / "broken", model, random_model_dir, {})
+    with pytest.raises(RestError, match="log-probability nan .* not finite numbers"):
+        draw(broken, n=2)

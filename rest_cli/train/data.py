@@ -17,6 +17,8 @@ import torch
 from rest_cli.io.records import RecordReader
 from rest_cli.models.base import Batch, PolicyKind, Tokenizer
 
+# Weights the float32 loss can hold: weight x tokens x NLL stays finite, and no weight rounds to 0.
+MIN_WEIGHT, MAX_WEIGHT = 1e-30, 1e30
 _CHUNK = 16384  # records sorted together: long enough to bucket well, short enough to keep batches varied
 _ENCODE_CHUNK = 8192
 
@@ -85,6 +87,9 @@ def _pair(record: dict, reader: RecordReader) -> Pair | None:
         problem = "the record has neither 'hyp' nor 'ref' (finetune trains on hyp, else ref)"
     elif weight < 0:
         problem = f"field 'weight' must not be negative, got {weight!r}"
+    elif weight != 0 and not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        problem = (f"field 'weight' must be 0 or between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, got {weight!r} "
+                   f"(the loss is computed in float32)")
     else:
         return Pair(record["src"], target, float(weight))
     return reader.reject(problem)

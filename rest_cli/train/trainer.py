@@ -203,16 +203,26 @@ class Trainer:
         count, tokens, nll, stop = self.world.sum([count.item(), batch.tokens, nll.item(),
                                                    float(self.stop_requested)], self.device)
         self.stop_agreed = stop > 0
+        self._check_finite("loss", nll / count if count else math.nan)  # summed over ranks: all stop together
         # DDP averages gradients over ranks: scale by the world size to get the global batch's mean.
         loss = loss_sum * (self.world.size / count)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.options.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_norm)
+            self._check_finite("gradient norm", norm.item())  # DDP made the gradients equal on all ranks
         self.optimizer.step()
         s = self.state
         s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + 1, s.tokens + int(tokens)
         s.window = [s.window[0] + nll, s.window[1] + count]
+
+    def _check_finite(self, what: str, value: float) -> None:
+        """Stop before a NaN or an infinity reaches the weights: nothing is written, the checkpoint stays."""
+        if not math.isfinite(value):
+            step = self.state.step + 1
+            raise RestError(f"training stopped at step {step}: the {what} is {value} (a weight or learning "
+                            f"rate too large for float32?); nothing was written, and {self.work} keeps the "
+                            f"last checkpoint")
 
     def _after_step(self) -> None:
         s, o = self.state, self.options

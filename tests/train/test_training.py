@@ -292,3 +292,24 @@ def test_data_with_nothing_to_train_on_fails_before_anything_is_written(tmp_path
     with pytest.raises(InputError, match="no record to train on"):
         finetune(str(train), tmp_path / "m", tiny(steps=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+
+
+@pytest.mark.parametrize("weight", [1e39, 1e-50])
+def test_weights_beyond_float32_are_refused_at_their_line(tmp_path, weight):
+    records = [*copy_pairs(5), {"src": "ab", "ref": "ab", "weight": weight}]
+    data = write_jsonl(tmp_path / "train.jsonl", records)
+    expected = r"train\.jsonl:6: field 'weight' must be 0 or between 1e-30 and 1e\+30"
+    with pytest.raises(InputError, match=expected):
+        finetune(str(data), tmp_path / "model", tiny(steps=2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
+
+
+def test_a_loss_that_overflows_stops_training_and_writes_nothing(tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", copy_pairs(200))
+    expected = r"training stopped at step \d+: the (loss|gradient norm) is (nan|inf)"
+    with pytest.raises(RestError, match=expected):  # checkpoints every step: none may hold a NaN
+        finetune(str(data), tmp_path / "model", tiny(steps=20, lr=1e30, clip_norm=0.0, warmup=0,
+                                                     checkpoint_every=1))
+    assert not (tmp_path / "model").exists()
+    checkpoint = torch.load(partial_dir(tmp_path / "model") / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())  # no NaN was saved
