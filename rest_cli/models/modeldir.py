@@ -13,6 +13,8 @@ directory is written whole or not at all (rest_cli.io.atomic).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -74,7 +76,56 @@ def check_model_dir(directory: str | os.PathLike, need_weights: bool = True) -> 
     missing = [name for name in needed if not (directory / name).exists()]
     if missing:
         raise ModelDirError(f"{directory}: not a complete model directory, missing {', '.join(missing)}")
+    skipped = () if need_weights else kind.weight_files
+    _check_parts(directory, _config(directory).get("files", {}), skipped)
     return directory
+
+
+# Files up to this size are hashed whole when a directory is checked; larger ones (the weights of
+# a big model) by their size and their first and last MiB, so that loading stays fast.
+WHOLE_HASH_LIMIT = 1 << 30
+_EDGE = 1 << 20
+
+
+def _parts(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and hash of every file of a model directory but config.json and training.json."""
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return {name: {"size": (folder / name).stat().st_size, "sha256": _digest(folder / name)}
+            for name in files if name not in (CONFIG, TRAINING)}
+
+
+def _digest(path: Path) -> str:
+    status = path.stat()
+    return _cached_digest(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of the file (of its size and first and last MiB, past WHOLE_HASH_LIMIT)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= WHOLE_HASH_LIMIT:
+            for block in iter(lambda: handle.read(_EDGE), b""):
+                digest.update(block)
+        else:
+            digest.update(f"{size}:".encode() + handle.read(_EDGE))
+            handle.seek(size - _EDGE)
+            digest.update(handle.read(_EDGE))
+    return digest.hexdigest()
+
+
+def _check_parts(directory: Path, recorded: dict[str, dict[str, Any]], skipped: tuple[str, ...]) -> None:
+    """Refuse parts that are not the ones saved together (a tokenizer or an export from another model)."""
+    for name, expected in recorded.items():
+        if name in skipped:
+            continue
+        path = directory / name
+        if not path.is_file():
+            raise ModelDirError(f"{path}: missing (config.json lists it as part of the model)")
+        if path.stat().st_size != expected.get("size") or _digest(path) != expected.get("sha256"):
+            raise ModelDirError(f"{path}: not the file saved with this model (its size or content differs "
+                                f"from what {directory / CONFIG} records); restore it, or save the model "
+                                f"again")
 
 
 def check_output_dir(directory: str | os.PathLike, option: str = "--output") -> Path:
@@ -160,5 +211,6 @@ def _fill(folder: Path, kind: PolicyKind, model, tokenizer_folder: Path, trainin
     kind.converter(model, kind.tokenizer(folder)).convert(str(folder / CT2), force=True)
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind.name,
               "rest_version": __version__}
-    (folder / CONFIG).write_text(json.dumps({**header, "model": config}, indent=2) + "\n")
+    record = {**header, "model": config, "files": _parts(folder)}
+    (folder / CONFIG).write_text(json.dumps(record, indent=2) + "\n")
     (folder / TRAINING).write_text(json.dumps(training, indent=2) + "\n")

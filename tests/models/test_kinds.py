@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from rest_cli.errors import UsageError
 from rest_cli.models.base import KINDS, get_kind, kind_of_model
@@ -59,3 +60,26 @@ def test_only_the_native_kind_trains_from_scratch():
     native.check_new_model({"preset": "tiny"})
     with pytest.raises(UsageError, match="unknown preset 'huge'"):
         native.check_new_model({"preset": "huge"})
+
+
+@pytest.mark.parametrize("part", ["spm.model", "ctranslate2/model.bin", "model.safetensors"])
+def test_a_part_from_another_model_is_refused(random_model_dir, tmp_path, part):
+    """A tokenizer or an export copied in from another model would sample garbage with exit 0."""
+    from rest_cli.models.modeldir import save_model_dir
+
+    mine = shutil.copytree(random_model_dir, tmp_path / "mine")
+    model = load_model(random_model_dir)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    other = save_model_dir(tmp_path / "other", model, random_model_dir, {})
+    if part == "spm.model":  # another tokenizer of the same size: one more text learned
+        from rest_cli.models.native.tokenizer import train_tokenizer
+        from tests.conftest import CORPUS
+        train_tokenizer([*CORPUS, "ganz andere wörter"], tmp_path / "spm", vocab_size=60)
+        shutil.copyfile(tmp_path / "spm.model", other / "spm.model")
+    shutil.copyfile(other / part, mine / part)
+    with pytest.raises(ModelDirError, match=rf"mine/{part}: not the file saved with this model"):
+        if part == "model.safetensors":
+            load_model(mine)
+        else:
+            Sampler(str(mine))
