@@ -122,7 +122,7 @@ class Sampler:
     def __init__(self, model_dir: str, engine: EngineOptions = EngineOptions()):
         import ctranslate2
 
-        from rest_cli.models.modeldir import ctranslate2_dir, kind_of, load_tokenizer
+        from rest_cli.models.modeldir import ModelDirError, ctranslate2_dir, kind_of, load_tokenizer
 
         self.engine = engine
         self.device, self.compute_type = resolve_engine(engine)
@@ -133,9 +133,13 @@ class Sampler:
         engine_class = _ENGINES[kind_of(model_dir).engine]
         # The seed must be set before the translator exists; later calls have no effect.
         ctranslate2.set_random_seed(engine.seed)
-        self.translator = getattr(ctranslate2, engine_class)(
-            str(model_path), device=self.device, device_index=list(engine.device_indices),
-            compute_type=self.compute_type, intra_threads=engine.threads, inter_threads=engine.inter_threads)
+        try:
+            self.translator = getattr(ctranslate2, engine_class)(
+                str(model_path), device=self.device, device_index=list(engine.device_indices),
+                compute_type=self.compute_type, intra_threads=engine.threads,
+                inter_threads=engine.inter_threads)
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ModelDirError(f"{model_path}: cannot load the CTranslate2 model: {err}") from None
 
     @property
     def parallel_workers(self) -> int:

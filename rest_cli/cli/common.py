@@ -46,7 +46,7 @@ def handles_errors(command: str) -> Callable[[Callable[..., None]], Callable[...
                 with _sigterm_raises():
                     body(*args, **kwargs)
             except RestError as err:
-                log(command, f"error: {err}")
+                log(command, f"error: {one_line(str(err))}")
                 raise typer.Exit(err.exit_code) from None
             except Terminated:
                 log(command, "terminated")
@@ -55,10 +55,15 @@ def handles_errors(command: str) -> Callable[[Callable[..., None]], Callable[...
                 log(command, "interrupted")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except OSError as err:
-                log(command, f"error: {_describe_os_error(err)}")
+                log(command, f"error: {one_line(_describe_os_error(err))}")
                 raise typer.Exit(EXIT_FAILURE) from None
         return run
     return wrap
+
+
+def one_line(message: str) -> str:
+    """A message from a library (torch, CTranslate2) may span lines: errors are one line, so join them."""
+    return " / ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def _describe_os_error(err: OSError) -> str:

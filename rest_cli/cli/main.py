@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from rest_cli import __version__
 from rest_cli.cli import bestofn, demo, eval, filter, finetune, loop, rmcheck, sample, score
+from rest_cli.cli.common import one_line
+from rest_cli.errors import InputError, OutputError, RestError
 
 app = typer.Typer(
     name="rest",
@@ -44,4 +49,33 @@ def main() -> None:
     # Die quietly on a closed pipe (`rest filter ... | head`), as Unix tools do.
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    app()
+    _guard_closed_streams()
+    try:
+        app()
+    except RestError as err:  # outside any command: help or option parsing on a closed stream
+        print(f"rest: error: {one_line(str(err))}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+class _ClosedStream:
+    """Stands for a standard stream the shell closed (`<&-`, `>&-`): using it is a one-line error."""
+
+    def __init__(self, error: Callable[[], RestError]):
+        self._error = error
+
+    def __getattr__(self, name: str):
+        raise self._error()
+
+    def flush(self) -> None:
+        """Nothing to flush (Python flushes the standard streams at exit)."""
+
+
+def _guard_closed_streams() -> None:
+    """Python leaves a closed standard stream as None; reading or writing it would be a traceback,
+    and print() to a None stdout silently writes nothing, so the records would be lost."""
+    if sys.stderr is None:  # nothing can be told; at least logs must not land among the records
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdin is None:
+        sys.stdin = _ClosedStream(lambda: InputError("<stdin>", None, "standard input is closed"))
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream(lambda: OutputError("cannot write to stdout: it is closed"))

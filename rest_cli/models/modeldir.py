@@ -47,6 +47,9 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def _config(directory: Path) -> dict[str, Any]:
     config = read_json(directory / CONFIG)
+    if not isinstance(config, dict) or not isinstance(config.get("model", {}), dict):
+        raise ModelDirError(f"{directory / CONFIG}: not a model directory's config (a JSON object whose "
+                            f"'model' is an object)")
     if config.get("format") != FORMAT or config.get("format_version") not in READABLE_VERSIONS:
         raise ModelDirError(f"{directory / CONFIG}: format {config.get('format')!r} version "
                             f"{config.get('format_version')!r}; this rest reads {FORMAT!r} versions "
@@ -155,7 +158,10 @@ def _is_model_dir(path: Path) -> bool:
 
 def model_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The kind's config stored in DIR/config.json."""
-    return _config(Path(directory))["model"]
+    config = _config(Path(directory))
+    if "model" not in config:
+        raise ModelDirError(f"{Path(directory) / CONFIG}: lacks the key 'model' (the model's shape)")
+    return config["model"]
 
 
 def state_files(directory: str | os.PathLike) -> list[Path]:
@@ -176,7 +182,13 @@ def ctranslate2_dir(directory: str | os.PathLike) -> Path:
 
 def load_tokenizer(directory: str | os.PathLike):
     """The tokenizer of a checked model directory."""
-    return kind_of(directory).tokenizer(check_model_dir(directory, need_weights=False))
+    directory = check_model_dir(directory, need_weights=False)
+    kind = kind_of(directory)
+    try:
+        return kind.tokenizer(directory)
+    except (OSError, RuntimeError, ValueError) as err:
+        files = ", ".join(str(directory / name) for name in kind.tokenizer_files)
+        raise ModelDirError(f"{files}: cannot load the tokenizer: {err}") from None
 
 
 def load_model(directory: str | os.PathLike, device: str = "cpu", dropout: float | None = None):

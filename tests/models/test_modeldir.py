@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -90,3 +91,46 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _as_version_1(directory):
+    """A directory as rest wrote it before parts were recorded: only the loaders can catch damage."""
+    config = json.loads((directory / "config.json").read_text())
+    config.pop("files", None)
+    (directory / "config.json").write_text(json.dumps({**config, "format_version": 1}))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# What is damaged, the file the error must name, and who reads it: sampling, or loading the weights.
+DAMAGE = {
+    "model.bin truncated": (lambda d: _truncate(d / "ctranslate2" / "model.bin"), "ctranslate2", "sample"),
+    "model.bin missing": (lambda d: (d / "ctranslate2" / "model.bin").unlink(), "ctranslate2", "sample"),
+    "spm.model corrupt": (lambda d: (d / "spm.model").write_bytes(b"not a tokenizer"), "spm.model", "both"),
+    "safetensors truncated": (lambda d: _truncate(d / "model.safetensors"), "model.safetensors", "load"),
+    "config.json a list": (lambda d: (d / "config.json").write_text("[]"), "config.json", "both"),
+    "config.json without model": (lambda d: (d / "config.json").write_text(
+        '{"format": "rest-model", "format_version": 1}'), "config.json", "load"),
+    "config.json model without vocab": (lambda d: (d / "config.json").write_text(
+        '{"format": "rest-model", "format_version": 1, "model": {"d_model": 64}}'), "config.json", "load"),
+}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_every_damage_is_one_line_naming_the_file(random_model_dir, tmp_path, damage, version):
+    from rest_cli.sampling import Sampler
+
+    copy = shutil.copytree(random_model_dir, tmp_path / "copy")
+    if version == 1:
+        _as_version_1(copy)
+    harm, named, readers = DAMAGE[damage]
+    harm(copy)
+    loaders = {"sample": lambda: Sampler(str(copy)), "load": lambda: load_model(copy)}
+    for reader in (loaders if readers == "both" else [readers]):
+        with pytest.raises(ModelDirError) as caught:
+            loaders[reader]()
+        message = str(caught.value)
+        assert named in message and "\n" not in message, (reader, message)

@@ -55,6 +55,7 @@ class NativeKind(PolicyKind):
         return Seq2SeqTransformer(config_from_preset(shape.get("preset") or "base", vocab_size, **overrides))
 
     def load_model(self, directory: Path, device: str = "cpu", dropout: float | None = None):
+        from safetensors import SafetensorError
         from safetensors.torch import load_model as load_weights
 
         from rest_cli.models.native.transformer import Seq2SeqTransformer
@@ -73,14 +74,18 @@ class NativeKind(PolicyKind):
         try:
             # load_model, not load_file: tied embeddings are stored once and re-tied here.
             load_weights(model, str(Path(directory) / WEIGHTS), device=device)
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as err:
             raise ModelLoadError(f"{Path(directory) / WEIGHTS}: {err}") from None
         return model.to(device).eval()
 
     def config(self, directory: Path) -> ModelConfig:
-        from rest_cli.models.modeldir import model_config
+        from rest_cli.models.modeldir import CONFIG, model_config
 
-        return ModelConfig.from_dict(model_config(directory))
+        try:
+            return ModelConfig.from_dict(model_config(directory))
+        except TypeError as err:  # a key missing, or one of the wrong kind
+            where = Path(directory) / CONFIG
+            raise ModelLoadError(f"{where}: its 'model' is not a native config: {err}") from None
 
     def save_model(self, model, tokenizer_folder: Path, directory: Path) -> dict[str, Any]:
         from safetensors.torch import save_model as save_weights
