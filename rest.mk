@@ -32,6 +32,8 @@ VALID ?= $(DATA)/valid.jsonl
 TEST ?= $(DATA)/test.jsonl
 DEMO_OPTS ?= --train 4000 --valid 300 --test 300
 BC_OPTS ?= --preset demo --vocab-size 400 --steps 800 --lr 1e-3
+# On a machine other work shares, add --threads 1: torch's threads slow down 2-6x when they
+# compete for cores (docs/benchmarks.md); rest finetune says so when it sees the machine busy.
 FINETUNE_OPTS ?= --batch-tokens 4096
 # The "converged" control stops when validation loss stops improving, or at this many steps.
 CONTROL_MAX_STEPS ?= 2000

@@ -91,6 +91,8 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     trainer = Trainer(model, kind, data["train"], data.get("valid"), options, work, fingerprint, device, bf16,
                       on_progress, say, world)
     _start(trainer, resuming, say)
+    if device.type == "cpu" and options.threads is None:
+        _warn_if_cores_are_busy(say)
     if device.type == "cpu" and options.bf16 is None and _cpu_multiplies_in_bf16():
         say("this CPU has bfloat16 matrix units: --bf16 trained 1.3x (demo) to 2.5x (iwslt) faster here, "
             "with the same loss (docs/benchmarks.md)")
@@ -210,6 +212,16 @@ def _setup_torch(options: FinetuneOptions, world: World) -> tuple[torch.device, 
     bf16 = (options.bf16 if options.bf16 is not None
             else device.type == "cuda" and torch.cuda.is_bf16_supported())
     return device, bf16
+
+
+def _warn_if_cores_are_busy(say: Callable[[str], None]) -> None:
+    """torch's threads wait for each other by spinning: on cores other work is using, a step takes
+    2-6x longer than with one thread (benchmarks/bench_threads.py), so say so when the machine is busy."""
+    threads, load = torch.get_num_threads(), os.getloadavg()[0]
+    if threads > 1 and load > (os.cpu_count() or 1) - 1:
+        say(f"the machine is busy (load {load:.1f} on {os.cpu_count()} cores): torch's {threads} threads "
+            f"slow down badly when other work shares the cores; --threads 1 trained 2-6x faster then "
+            f"(docs/benchmarks.md)")
 
 
 def _cpu_multiplies_in_bf16() -> bool:

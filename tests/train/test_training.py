@@ -313,3 +313,17 @@ def test_a_loss_that_overflows_stops_training_and_writes_nothing(tmp_path):
     assert not (tmp_path / "model").exists()
     checkpoint = torch.load(partial_dir(tmp_path / "model") / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())  # no NaN was saved
+
+
+@pytest.mark.parametrize("load, threads, warned", [(8.0, None, True), (0.0, None, False), (8.0, 1, False)])
+def test_busy_cores_are_reported_with_the_way_out(tmp_path, monkeypatch, load, threads, warned):
+    import rest_cli.train.run as run
+
+    monkeypatch.setattr(run.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(run.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(run.torch, "set_num_threads", lambda n: None)  # keep this process's threads
+    messages = []
+    data = write_jsonl(tmp_path / "train.jsonl", copy_pairs(20))
+    finetune(str(data), tmp_path / "model", tiny(steps=1, threads=threads), on_message=messages.append)
+    busy = [m for m in messages if m.startswith("the machine is busy")]
+    assert bool(busy) == warned and all("--threads 1" in m for m in busy)
