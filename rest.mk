@@ -48,6 +48,10 @@ SHARDS ?= 1
 LAUNCH ?=
 FINETUNE_LAUNCH ?=
 
+# REWARD as one shell word, whatever it holds: "product(use, copy-guard)" has parentheses and spaces.
+R := '$(subst ','\'',$(REWARD))'
+# The same word inside the double quotes of the Grow step's `bash -c "..."`.
+R_IN_DQ := $(subst `,\`,$(subst ",\",$(subst \,\\,$(R))))
 GROWS := $(shell seq 1 $(G))
 IMPROVES := $(shell seq 1 $(I))
 STEPS := $(foreach g,$(GROWS),$(foreach i,$(IMPROVES),g$(g)-i$(i)))
@@ -55,8 +59,8 @@ SHARD_IDS := $(shell seq 1 $(SHARDS))
 FINETUNE := $(strip $(FINETUNE_LAUNCH) $(REST) finetune)
 minus1 = $(shell echo $$(($(1) - 1)))
 # The model a validation report measured: the policy of that step. (Used inside $(eval): $$$$ becomes $.)
-model_of = $$$$($(REST) loop best -r $(REWARD) $(1))
-eval_to = $(REST) eval -r $(REWARD) $(1) > $(2).tmp && mv $(2).tmp $(2)
+model_of = $$$$($(REST) loop best -r $(R) $(1))
+eval_to = $(REST) eval -r $(R) $(1) > $(2).tmp && mv $(2).tmp $(2)
 
 # A failing command anywhere in a pipe fails the recipe: `rest sample` dying must not leave
 # `rest score` to write a complete-looking file of part of the candidates.
@@ -85,7 +89,7 @@ define GROW
 $(RUN)/g$(1)/shard-%.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN)
 	@mkdir -p $$(@D)
 	$(LAUNCH) bash -o pipefail -c "$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(1) --shard $$*/$(SHARDS) \
-	  $(SAMPLE_OPTS) $(TRAIN) | $(REST) score -r $(REWARD) -o $$@"
+	  $(SAMPLE_OPTS) $(TRAIN) | $(REST) score -r $(R_IN_DQ) -o $$@"
 $(RUN)/g$(1)/candidates.jsonl.gz: $(foreach k,$(SHARD_IDS),$(RUN)/g$(1)/shard-$(k).jsonl.gz)
 	cat $$^ > $$@.tmp && mv $$@.tmp $$@
 # Once joined, the shards go (they would double the disk the candidates take).
@@ -94,7 +98,7 @@ $(RUN)/g$(1)/i0/valid.json: $(RUN)/g$(call minus1,$(1))/policy
 	@mkdir -p $$(@D)
 	$(call eval_to,-m $$$$(cat $$<) $(EVAL_OPTS) $(VALID),$$@)
 $(RUN)/g$(1)/policy: $(foreach i,0 $(IMPROVES),$(RUN)/g$(1)/i$(i)/valid.json)
-	$(REST) loop best -r $(REWARD) $$^ > $$@.tmp && mv $$@.tmp $$@
+	$(REST) loop best -r $(R) $$^ > $$@.tmp && mv $$@.tmp $$@
 endef
 
 define IMPROVE
@@ -102,7 +106,7 @@ define IMPROVE
 # prints its decision (rising or stopped); when it fails, the recipe fails and nothing is marked.
 $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(shell seq 0 $(call minus1,$(2))),$(RUN)/g$(1)/i$(j)/valid.json)
 	@mkdir -p $$(@D) && rm -f $$(@D)/skipped
-	decision=$$$$($(REST) loop rising -r $(REWARD) $$(wordlist 2,99,$$^)) && \
+	decision=$$$$($(REST) loop rising -r $(R) $$(wordlist 2,99,$$^)) && \
 	if [ "$$$$decision" = rising ]; then \
 	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
 	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz && \
@@ -127,7 +131,7 @@ $(RUN)/test/bc.json: $(RUN)/g0/policy
 $(RUN)/bon/bc.json $(RUN)/bon/final.json: $(RUN)/bon/%.json:
 	@mkdir -p $(@D)
 	$(REST) sample -m $$(cat $(if $(filter bc,$*),$(RUN)/g0/policy,$(FINAL))) -n $(lastword $(subst $(comma), ,$(BON_N))) \
-	  $(SAMPLE_OPTS) $(TEST) | $(REST) score -r $(REWARD) | $(REST) bestofn --curve $(BON_N) -o $@
+	  $(SAMPLE_OPTS) $(TEST) | $(REST) score -r $(R) | $(REST) bestofn --curve $(BON_N) -o $@
 $(RUN)/bon/bc.json: $(RUN)/g0/policy
 $(RUN)/bon/final.json: $(FINAL)
 comma := ,
@@ -149,4 +153,4 @@ $(RUN)/test/control-%.json: $(RUN)/control/%/config.json
 
 $(RUN)/results.md: $(RUN)/test/bc.json $(foreach s,$(STEPS),$(RUN)/test/$(s).json) \
                    $(foreach c,$(CONTROLS),$(RUN)/test/control-$(c).json) $(RUN)/bon/bc.json $(RUN)/bon/final.json
-	$(REST) loop report $(RUN) -r $(REWARD)
+	$(REST) loop report $(RUN) -r $(R)

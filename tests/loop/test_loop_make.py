@@ -184,3 +184,22 @@ def test_every_target_written_by_a_redirect_is_written_whole():
     redirects = [line for line in recipes if re.search(r">\s*\$+\(?@\)?(?!\S*\.tmp)", line)]
     assert redirects == []
     assert any("> $@.tmp && mv $@.tmp $@" in line for line in recipes)  # the check sees the real form
+
+
+def test_a_composed_reward_reaches_rest_as_one_argument(tmp_path):
+    """The README's REWARD="product(use, copy-guard)" has parentheses and spaces, and a quote may come too."""
+    reward = "product(use, copy-guard, cmd(\"python it's.py\"))"
+    fake = tmp_path / "fake-rest"
+    fake.write_text("#!/bin/sh\n"
+                    'if [ "$1" = sample ]; then echo "{}"; exit 0; fi\n'
+                    f'printf "%s\\n" "$3" > {tmp_path / "reward"}\n'
+                    'while [ "$1" != -o ]; do shift; done; cat > "$2"\n')
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    (run / "g0").mkdir(parents=True)
+    (run / "g0" / "policy").write_text("model\n")
+    (tmp_path / "train.jsonl").write_text("")
+    result = make(run, "-o", str(run / "g0" / "policy"), str(run / "g1" / "candidates.jsonl.gz"),
+                  REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"), REWARD=reward, SHARDS="1")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "reward").read_text() == reward + "\n"
