@@ -1,17 +1,19 @@
 """The one way `rest` writes a file or a directory: so that it appears whole, or not at all.
 
-Everything is written under a temporary name beside its destination (`.NAME.XXXXXX.tmp`,
+Everything is written under a temporary name beside its destination (`.NAME.PID.XXXXXX.tmp`,
 created exclusively, so a name planted there in advance is never written through), flushed to
 disk with fsync, then renamed over the destination, and the folder is synced so the rename
 itself survives a crash. On any error or interruption the temporary file or folder is removed
-and the destination keeps what it held. OSErrors become one-line OutputErrors naming the
-destination, not the temporary name.
+and the destination keeps what it held; what a killed writer (SIGKILL runs no clean-up) left is
+removed by the next write of the same destination. OSErrors become one-line OutputErrors naming
+the destination, not the temporary name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -22,9 +24,46 @@ from typing import IO
 from rest_cli.errors import OutputError
 
 
+def _prefix(path: Path, what: str = "") -> str:
+    """`.NAME.PID.` (`.NAME.old.PID.`): the writer's process id, so a later run can tell a temporary
+    left by a killed writer (its process is gone) from one being written now."""
+    return f".{path.name}.{what + '.' if what else ''}{os.getpid()}."
+
+
 def _temporary_name(path: Path) -> tuple[int, Path]:
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    descriptor, name = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
     return descriptor, Path(name)
+
+
+_ORPHAN = r"\.{name}\.(?:old\.)?(\d+)\.\w+\.tmp"
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporaries a killed writer of `path` left beside it (SIGKILL runs no clean-up).
+
+    Only names this module makes, whose process is gone, and never through a link.
+    """
+    pattern = re.compile(_ORPHAN.format(name=re.escape(path.name)))
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent or "."):
+            match = pattern.fullmatch(entry.name)
+            if match and not entry.is_symlink() and not _alive(int(match[1])):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def cannot_write(path: str | os.PathLike, err: OSError) -> OutputError:
@@ -137,7 +176,8 @@ def replacing_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        _remove_orphans(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
         usual_permissions(tmp)
     except OSError as err:
         raise cannot_write(path, err) from None
@@ -168,7 +208,7 @@ def _swap_in(tmp: Path, path: Path) -> None:
     # A rename cannot replace a non-empty folder: move the old one aside first, then drop it.
     old = None
     if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
+        old = Path(tempfile.mkdtemp(prefix=_prefix(path, "old"), suffix=".tmp", dir=path.parent))
         path.rename(old / path.name)
     tmp.rename(path)
     if old is not None:

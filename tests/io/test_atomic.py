@@ -67,3 +67,22 @@ def test_the_temporary_name_is_new_each_time_and_never_followed(tmp_path):
         (tmp_path / planted).symlink_to(victim)
     write_file(out, b"data\n")
     assert victim.read_bytes() == b"keep\n" and out.read_bytes() == b"data\n" and not out.is_symlink()
+
+
+def test_temporaries_a_killed_writer_left_go_with_the_next_write(tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs
+    orphans = [tmp_path / f".out.txt.{gone.pid}.abc123.tmp", tmp_path / f".model.old.{gone.pid}.x_9.tmp"]
+    orphans[0].write_text("half")
+    (orphans[1] / "model").mkdir(parents=True)
+    live = tmp_path / f".out.txt.{os.getpid()}.zzz.tmp"  # a writer still at work: not ours to remove
+    live.write_text("busy")
+    other = tmp_path / f".other.txt.{gone.pid}.abc123.tmp"  # another destination's
+    other.write_text("x")
+    write_file(tmp_path / "out.txt", b"data")
+    with replacing_dir(tmp_path / "model") as folder:
+        (folder / "a").write_text("1")
+    assert not any(p.exists() for p in orphans) and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model", "out.txt"]
