@@ -11,13 +11,16 @@ import typer
 
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
 from rest_cli.cli.options import (
+    REWARD_MAX_CHARS,
     REWARD_RESTARTS,
     REWARD_TIMEOUT,
     CalibrateOpt,
     RewardConfigOpt,
+    RewardMaxCharsOpt,
     RewardRangeOpt,
     RewardRestartsOpt,
     RewardTimeoutOpt,
+    report_truncated,
     reward_options,
 )
 from rest_cli.errors import UsageError
@@ -42,6 +45,7 @@ def bestofn(
     calibrate: CalibrateOpt = None,
     reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
     reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
+    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
     n: Annotated[int, typer.Option("-n", help="Candidates per source, with --model.")] = 16,
     temperature: Annotated[float, typer.Option(help="Sampling temperature, with --model.")] = 0.8,
     max_length: Annotated[int, typer.Option(help="Longest candidate, in tokens, with --model.")] = 256,
@@ -58,18 +62,25 @@ def bestofn(
     scores = bool(reward or reward_config)
     if model and not scores:
         raise UsageError("--model needs --reward to rank the candidates it samples")
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, rewards=int(scores))
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, rewards=int(scores),
+                             max_chars=reward_max_chars)
     decode = DecodeOptions(n=max(sizes) if sizes else n, temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type, seed=seed)
     stats = BestOfNStats()
     with build_reward(reward, options, reward_config) if scores else nullcontext() as scorer:
         reader, groups = _groups(input, model, scorer, decode, engine, skip_invalid)
         if sizes:
-            _write_curve(best_of_n_curve(groups, sizes), output)
+            curve_data = best_of_n_curve(groups, sizes)
+            if scorer:
+                scorer.close()  # a command's stray last line fails the run before anything is written
+            _write_curve(curve_data, output)
         else:
             with RecordWriter(output) as writer:
                 writer.write_all(best_of_n(groups, stats))
+                if scorer:
+                    scorer.close()  # before the output is complete, as above
     report_skipped("bestofn", reader)
+    report_truncated("bestofn", [scorer] if scorer else [])
     if not sizes:
         log("bestofn", stats.summary())
 

@@ -9,15 +9,18 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
-from rest_cli.cli.common import SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.common import SkipInvalidOpt, handles_errors, log, report_skipped
 from rest_cli.cli.options import (
+    REWARD_MAX_CHARS,
     REWARD_RESTARTS,
     REWARD_TIMEOUT,
     CalibrateOpt,
     RewardConfigOpt,
+    RewardMaxCharsOpt,
     RewardRangeOpt,
     RewardRestartsOpt,
     RewardTimeoutOpt,
+    report_truncated,
     reward_options,
 )
 from rest_cli.errors import InputError, UsageError
@@ -40,28 +43,35 @@ def rmcheck(
     calibrate: CalibrateOpt = None,
     reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
     reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
+    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Score true translations against perturbed ones; table on stderr, JSON on stdout.
 
-    Exits 1 when any check falls below --threshold, so it can gate a pipeline.
+    Exits 1 when any check falls below --threshold, so it can gate a pipeline. A check that changed
+    no pair (shuffle on one-word references) is "n/a": `"status": "n/a"` and `"passed": null` in the
+    JSON, and left out of the verdict. When no check applies, nothing was tested: exit 1.
     """
-    from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward
+    from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward, verdict
     from rest_cli.rewards import build_reward
 
     unknown = set(perturbation or []) - set(PERTURBATIONS)
     if unknown:
         raise UsageError(f"unknown perturbation(s) {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(PERTURBATIONS)}")
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate)
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
+                             max_chars=reward_max_chars)
     with build_reward(reward, options, reward_config) as scorer:
         reader, pairs = _read_pairs(data, limit, skip_invalid)
         results = [r.as_dict(threshold) for r in check_reward(scorer, pairs, perturbation, seed)]
         signature, name = scorer.signature(), reward or scorer.name
+    report_truncated("rmcheck", [scorer])
     report = {"reward": name, "reward_sig": signature, "data": reader.name, "pairs": len(pairs),
-              "threshold": threshold, "checks": results, "passed": all(r["passed"] for r in results)}
+              "threshold": threshold, "checks": results, "passed": verdict(results)}
     _print_table(report)
     sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if report["passed"] is None:
+        log("rmcheck", "no check applied to these pairs (each left them unchanged): nothing was tested")
     if not report["passed"]:
         raise typer.Exit(1)
 
@@ -83,8 +93,11 @@ def _print_table(report: dict) -> None:
     table = Table(title=f"rest rmcheck: {report['reward']} on {report['data']} ({report['pairs']} pairs)")
     for column in ("perturbation", "pairs", "prefers true", "mean true", "mean perturbed", ""):
         table.add_column(column, justify="left" if column == "perturbation" else "right")
+    shown = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "n/a": "[dim]n/a[/]"}
     for r in report["checks"]:
-        verdict = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/]"
+        if r["status"] == "n/a":
+            table.add_row(r["perturbation"], "0", "-", "-", "-", shown["n/a"])
+            continue
         table.add_row(r["perturbation"], str(r["pairs"]), f"{100 * r['rate']:.1f}%", f"{r['mean_true']:.3f}",
-                      f"{r['mean_perturbed']:.3f}", verdict)
+                      f"{r['mean_perturbed']:.3f}", shown[r["status"]])
     Console(stderr=True).print(table)

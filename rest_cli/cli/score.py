@@ -8,13 +8,16 @@ import typer
 
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
 from rest_cli.cli.options import (
+    REWARD_MAX_CHARS,
     REWARD_RESTARTS,
     REWARD_TIMEOUT,
     CalibrateOpt,
     RewardConfigOpt,
+    RewardMaxCharsOpt,
     RewardRangeOpt,
     RewardRestartsOpt,
     RewardTimeoutOpt,
+    report_truncated,
     reward_options,
 )
 from rest_cli.io.records import RecordReader, RecordWriter
@@ -34,6 +37,7 @@ def score(
     calibrate: CalibrateOpt = None,
     reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
     reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
+    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per reward call.")] = 256,
     shard: Annotated[Optional[str], typer.Option(
         help="K/N: only the K-th of N round-robin shares of the sources (records grouped by `id`, as "
@@ -43,7 +47,8 @@ def score(
 ) -> None:
     """Add `reward` in [0, 1], `reward_name` and `reward_sig` (how it was computed) to each record."""
     part = Shard.parse(shard) if shard is not None else None
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, batch_size=batch_size)
+    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, batch_size=batch_size,
+                             max_chars=reward_max_chars)
     with build_reward(reward, options, reward_config) as scorer:
         reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])],
                               skip_invalid=skip_invalid,
@@ -51,4 +56,6 @@ def score(
         records = shard_groups(reader, part)
         with RecordWriter(output) as writer:
             writer.write_all(progress(score_records(records, scorer, batch_size), f"scoring ({scorer.name})"))
+            scorer.close()  # before the output is complete: a command's stray last line fails the run
     report_skipped("score", reader)
+    report_truncated("score", [scorer])

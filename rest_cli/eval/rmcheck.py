@@ -58,6 +58,9 @@ PERTURBATIONS: dict[str, Callable[[str, str, str, random.Random], str]] = {
 
 @dataclass
 class CheckResult:
+    """One perturbation's outcome. With no pair it changed (`shuffle` on one-word references), the
+    check tested nothing: its status is "n/a", `passed` is None, and it takes no part in a verdict."""
+
     perturbation: str
     pairs: int = 0          # pairs where the perturbation changed the output
     preferred: int = 0      # ... and the reward scored the true translation strictly higher
@@ -68,11 +71,24 @@ class CheckResult:
     def rate(self) -> float:
         return self.preferred / self.pairs if self.pairs else float("nan")
 
+    def passed(self, threshold: float) -> bool | None:
+        """True or False against `threshold`; None when the check did not apply to any pair."""
+        return self.rate >= threshold if self.pairs else None
+
     def as_dict(self, threshold: float) -> dict:
+        passed = self.passed(threshold)
+        applies = self.pairs > 0
         return {"perturbation": self.perturbation, "pairs": self.pairs, "preferred": self.preferred,
-                "rate": round(self.rate, 4), "mean_true": round(self.mean_true, 4),
-                "mean_perturbed": round(self.mean_perturbed, 4),
-                "passed": self.pairs > 0 and self.rate >= threshold}
+                "rate": round(self.rate, 4) if applies else None,
+                "mean_true": round(self.mean_true, 4) if applies else None,
+                "mean_perturbed": round(self.mean_perturbed, 4) if applies else None,
+                "status": "n/a" if passed is None else "pass" if passed else "fail", "passed": passed}
+
+
+def verdict(checks: list[dict]) -> bool | None:
+    """The checks' verdict: False if any failed, else True if any applied, else None (nothing tested)."""
+    applied = [c["passed"] for c in checks if c["passed"] is not None]
+    return all(applied) if applied else None
 
 
 def perturbed_pairs(pairs: list[Record], name: str, seed: int) -> list[tuple[Record, Record]]:

@@ -2,25 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 
 from rest_cli.errors import RestError, UsageError
 from rest_cli.io.records import Record
+
+# The most characters of `hyp`, `ref` and `src` a reward is shown (--reward-max-chars; 0 = all). Far above
+# an ordinary record (rest samples 256 tokens by default, about 1,000-1,500 characters; a sentence of an MT
+# corpus rarely passes 1,000), and it bounds the worst registered reward: TER on two unrelated texts of
+# 5,000 characters takes 28 s and 150 MB, of 20,000 characters 208 s and 530 MB (50,000 words: 20 GB).
+MAX_CHARS = 5_000
+CAPPED_FIELDS = ("hyp", "ref", "src")
+
+
+@dataclass
+class FieldCap:
+    """What a reward is shown of a record: at most `max_chars` characters of each of CAPPED_FIELDS.
+
+    The reward sees a shortened copy; the record itself keeps its full text. `truncated` counts
+    the records shortened, for the command's report.
+    """
+
+    max_chars: int = MAX_CHARS  # 0: no cap
+    truncated: int = 0
+
+    def view(self, record: Record) -> Record:
+        """`record` itself when it is within the cap, else a copy with the long fields cut."""
+        cap = self.max_chars
+        long = [f for f in CAPPED_FIELDS if cap and isinstance(record.get(f), str) and len(record[f]) > cap]
+        if not long:
+            return record
+        self.truncated += 1
+        return {**record, **{f: record[f][:cap] for f in long}}
+
+    def summary(self) -> str:
+        fields = f"{', '.join(CAPPED_FIELDS[:-1])} and {CAPPED_FIELDS[-1]}"
+        return (f"truncated {self.truncated} record(s) to {self.max_chars} characters of {fields} "
+                f"for the reward (--reward-max-chars; 0 = no cap)")
 
 
 class Reward(ABC):
     """A function R(x, y) in [0, 1] over records, scored a batch at a time.
 
     `needs` lists the record fields the reward reads; the reader checks them before
-    scoring, so a missing reference is reported with its file and line.
+    scoring, so a missing reference is reported with its file and line. `cap` (set by
+    build_reward from RewardOptions.max_chars) is what score_records shows the reward of each record.
     """
 
     name: str = ""
     needs: tuple[str, ...] = ("hyp",)
+    cap: FieldCap | None = None  # None: score_records uses the default cap
 
     @abstractmethod
     def score(self, records: list[Record]) -> list[float]:
@@ -36,8 +73,12 @@ class Reward(ABC):
     def __enter__(self) -> "Reward":
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()  # may raise: an external command's stray last line fails the command
+            return
+        with contextlib.suppress(Exception):  # the error already under way is the one to report
+            self.close()
 
 
 _REGISTRY: dict[str, Callable[..., Reward]] = {}
@@ -98,11 +139,13 @@ def score_records(records: Iterable[Record], reward: Reward, batch_size: int = 2
     """Add `reward`, `reward_name` and `reward_sig` to each record, scoring in batches.
 
     A batch is checked whole before any of its records is yielded, so a reward that
-    fails never leaves values attached to the wrong records.
+    fails never leaves values attached to the wrong records. The reward is shown each record
+    through `reward.cap` (long text fields cut), and the records keep their full text.
     """
+    cap = reward.cap if reward.cap is not None else FieldCap()
     signature = None
     for batch in batched(records, batch_size):
-        values = checked(reward.score(batch), batch, reward)
+        values = checked(reward.score([cap.view(r) for r in batch]), batch, reward)
         signature = signature or reward.signature()  # sacrebleu knows its settings only after scoring
         for record, value in zip(batch, values):
             record["reward"] = float(value)

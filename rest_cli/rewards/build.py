@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from rest_cli.errors import UsageError
-from rest_cli.rewards.base import Reward, register, registered_reward, reward_names
+from rest_cli.rewards.base import MAX_CHARS, FieldCap, Reward, register, registered_reward, reward_names
 from rest_cli.rewards.composite import Composite
 from rest_cli.rewards.external import DEFAULT_RESTARTS, ExternalCommand
 from rest_cli.rewards.spec import COMBINATORS, Call, Weighted, parse_config_file, parse_spec, unparse
@@ -29,6 +29,7 @@ class RewardOptions:
 
     `timeout` and `restarts` are defaults for the external commands of a spec: their own
     `cmd(..., timeout=, restarts=)` wins. The range (given or calibrated) applies to the whole reward.
+    `max_chars` bounds what the reward is shown of `hyp`, `ref` and `src` (base.FieldCap).
     """
 
     timeout: float = 300.0             # seconds an external command may take to answer one batch
@@ -36,6 +37,7 @@ class RewardOptions:
     value_range: str | None = None     # "LO:HI", mapped linearly onto [0, 1] and clipped
     calibrate: str | None = None       # JSONL with src and ref: its 1st-99th percentile scores set the range
     batch_size: int = 256              # records per reward call while calibrating
+    max_chars: int = MAX_CHARS         # characters of hyp, ref and src the reward sees (0: all)
 
 
 def build_reward(spec: str | None = None, options: RewardOptions = RewardOptions(),
@@ -50,20 +52,24 @@ def build_reward(spec: str | None = None, options: RewardOptions = RewardOptions
         raise UsageError("give the reward as --reward SPEC or as --reward-config FILE (one of them)")
     if options.value_range is not None and options.calibrate is not None:
         raise UsageError("--reward-range and --calibrate both set the range: give one")
+    if isinstance(options.max_chars, bool) or not isinstance(options.max_chars, int) or options.max_chars < 0:
+        raise UsageError(f"--reward-max-chars must be a whole number >= 0, got {options.max_chars!r}")
     tree = parse_spec(spec) if spec is not None else parse_config_file(config)
     reward = _Builder(options).build(tree)
     try:
-        return _ranged(reward, options)
+        reward = _ranged(reward, options)
     except BaseException:
         reward.close()  # an external command already started must not outlive the error
         raise
+    reward.cap = FieldCap(options.max_chars)  # counts only the records the command scores
+    return reward
 
 
 def _ranged(reward: Reward, options: RewardOptions) -> Reward:
     if options.value_range is not None:
         return Scaled(reward, *parse_range(options.value_range), how="given")
     if options.calibrate is not None:
-        return calibrate(reward, options.calibrate, options.batch_size)
+        return calibrate(reward, options.calibrate, options.batch_size, FieldCap(options.max_chars))
     return reward
 
 

@@ -44,5 +44,12 @@ class Composite(Reward):
         return f"{self.preset + '=' if self.preset else ''}{self.op}({parts})"
 
     def close(self) -> None:
+        """Close every part, even after one fails to close; then raise the first failure."""
+        failure = None
         for part in self.parts:
-            part.close()
+            try:
+                part.close()
+            except Exception as err:  # an external command's stray last line: the others must still stop
+                failure = failure or err
+        if failure is not None:
+            raise failure

@@ -1,9 +1,12 @@
 """A reward computed by an external command that stays running and speaks JSONL.
 
 Protocol (docs/rewards.md has an example scorer): for each batch rest writes one line
-`{"records": [...]}` to the command's stdin and reads one line back from its stdout,
-`{"rewards": [...]}` (one number per record, in order) or `{"error": "message"}`. At the end
-rest closes stdin; the command should then exit. Its stderr is kept (last lines) for errors.
+`{"id": N, "records": [...]}` to the command's stdin and reads one line back from its stdout,
+`{"id": N, "rewards": [...]}` (the request's id echoed, one number per record, in order) or
+`{"error": "message"}`. An answer with another id, or none, is refused: a line that arrives late
+or twice can never be taken for the answer to another batch. At the end rest closes stdin; the
+command should then exit, and what it started is stopped with it. Its stderr is kept (the last
+lines, each cut to STDERR_LINE_CHARS) for errors.
 
 `cmd:COMMAND ARGS` runs without a shell (shlex.split, an argument list); `sh:COMMAND` asks
 for /bin/sh explicitly, for pipes and variables.
@@ -15,6 +18,7 @@ A command that dies or hangs on a batch is restarted and sent the same batch aga
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import json
 import os
@@ -24,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 import orjson
@@ -33,13 +38,18 @@ from rest_cli.errors import RestError, UsageError
 from rest_cli.io.records import Record
 from rest_cli.rewards.user import UserReward, as_numbers, in_unit_range
 
-PROTOCOL = "jsonl-batch-v1"
+PROTOCOL = "jsonl-batch-v2"  # v2: each request carries an id that its answer must echo
 STDERR_LINES = 20  # kept for error messages; the last 3 are shown
+STDERR_LINE_CHARS = 500  # kept of each stderr line: a 10 MB line without a newline is not an error message
+_STDERR_LINE_BYTES = 4 * STDERR_LINE_CHARS + 1  # UTF-8: at most 4 bytes a character, and the newline
 # Restarts per batch: one for a transient failure (out of memory, a lost GPU or connection), one more
 # in case the first restart met the same passing trouble. A command that fails a third time on the same
 # batch fails on it for a reason (a record it cannot handle, a broken install): stop and say so.
 DEFAULT_RESTARTS = 2
 _EXIT_WAIT_S = 5.0
+# While waiting for an answer, how often the command's own exit is checked: a child it started may keep
+# its output open after it died, and waiting for the end of that output would wait out the timeout.
+_POLL_S = 0.05
 
 
 def _write_ignoring_sigpipe(stream, data: bytes) -> None:
@@ -68,12 +78,15 @@ class CommandFailed(Exception):
 
 
 class JsonlProcess:
-    """A child process asked one line at a time, each answer awaited with a timeout."""
+    """A child process asked one line at a time, each answer awaited with a timeout.
+
+    It runs in a process group of its own; stopping it stops the group: the command and whatever
+    it started (an `sh:` pipeline, a forked worker, a background helper).
+    """
 
     def __init__(self, argv: list[str], label: str):
         self.label = label
         try:
-            # A session of its own, so that stopping it also stops what it started (sh: pipelines).
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
         except OSError as err:
@@ -93,38 +106,91 @@ class JsonlProcess:
         self.answers.put(None)  # end of output: the command exited or closed stdout
 
     def _read_stderr(self) -> None:
-        for line in io.BufferedReader(self.proc.stderr):
-            self.stderr.append(line.decode("utf-8", "replace").rstrip())
+        """Keep the last STDERR_LINES lines, each cut to STDERR_LINE_CHARS, whatever their length."""
+        stream = io.BufferedReader(self.proc.stderr)
+        kept, cut = bytearray(), False  # the start of the line being read
+        while chunk := stream.readline(65536):
+            room = _STDERR_LINE_BYTES - len(kept)
+            kept += chunk[:room]
+            cut = cut or len(chunk) > room
+            if chunk.endswith(b"\n"):
+                self.stderr.append(_shown(kept, cut))
+                kept, cut = bytearray(), False
+        if kept:
+            self.stderr.append(_shown(kept, cut))
 
     def ask(self, request: bytes, timeout: float) -> bytes:
         """Send one request line, return the answer line.
 
-        CommandFailed if the command dies or gives no answer within `timeout` seconds (then it
+        CommandFailed if the command exits or gives no answer within `timeout` seconds (then it
         is stopped); RestError if it wrote a line before being asked.
         """
         if not self.answers.empty() and self.answers.queue[0] is not None:
-            # Answers are matched to requests by order alone: an extra line would shift them all.
             raise RestError(f"reward command {self.label!r} wrote a line nobody asked for: "
                             f"{self.answers.get()[:80]!r} (one answer line per request; logs go to stderr)")
         writer = threading.Thread(target=_write_ignoring_sigpipe, args=(self.proc.stdin, request),
                                   daemon=True)
         writer.start()
-        try:
-            answer = self.answers.get(timeout=timeout)
-        except queue.Empty:
-            self.kill()
-            raise CommandFailed(f"gave no answer within {timeout:g} s, so rest stopped it "
-                                f"(raise --reward-timeout if it is just slow)") from None
+        answer = self._next_line(timeout)
         if answer is None or not answer.endswith(b"\n"):  # a line without its end: the output ended inside it
             ended = "before answering" if answer is None else "in the middle of its answer"
             raise CommandFailed(f"{self._exit_status()} {ended}{self._stderr_tail()}")
         writer.join(timeout)
         return answer
 
-    def _exit_status(self) -> str:
+    def _next_line(self, timeout: float) -> bytes | None:
+        """The next output line; None once the command has exited or closed its output without one."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return self.answers.get(timeout=min(left, _POLL_S))
+            except queue.Empty:
+                pass
+            if self._exited():  # its last line, if it wrote one, is in the pipe: let the reader deliver it
+                try:
+                    return self.answers.get(timeout=1.0)
+                except queue.Empty:
+                    return None
+        self.stop()
+        raise CommandFailed(f"gave no answer within {timeout:g} s, so rest stopped it "
+                            f"(raise --reward-timeout if it is just slow)")
+
+    def _exited(self) -> bool:
+        """Whether the command itself has ended, without reaping it.
+
+        Unreaped, its pid, which is its process group's id, cannot be given to another process, so
+        stop() can kill the group left behind without ever hitting a stranger.
+        """
+        if self.proc.returncode is not None:
+            return True
+        if not hasattr(os, "waitid"):  # macOS: poll() reaps, which is safe enough there
+            return self.proc.poll() is not None
         try:
-            code = self.proc.wait(timeout=_EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def stop(self, wait: float = 0.0) -> int | None:
+        """Give the command `wait` seconds to exit, then kill its process group and reap it.
+
+        Returns its exit code (negative: the signal), or None if rest had to kill it. Whatever the
+        command started and left running is killed either way.
+        """
+        deadline = time.monotonic() + wait
+        while not self._exited() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        exited = self._exited()
+        if self.proc.returncode is None:  # once reaped, its group was killed then (here)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:  # the group is already gone
+                pass
+        code = self.proc.wait()
+        return code if exited else None
+
+    def _exit_status(self) -> str:
+        code = self.stop(_EXIT_WAIT_S)
+        if code is None:
             return "closed its output"
         return f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
 
@@ -133,22 +199,24 @@ class JsonlProcess:
         lines = [line.strip() for line in self.stderr if line.strip()][-3:]
         return f"; its stderr ends: {' / '.join(lines)}" if lines else "; it wrote nothing on stderr"
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                self.proc.kill()
-        self.proc.wait()
-
-    def close(self) -> None:
-        """End of input: close stdin so the command can finish, then wait for it (kill if it lingers)."""
+    def close(self) -> bytes | None:
+        """End of input: close stdin so the command can finish, wait for it (kill it if it lingers),
+        and stop what it left running. Returns an output line nobody read, if there is one."""
         if self.proc.stdin and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=_EXIT_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self.stop(_EXIT_WAIT_S)
+        self._readers[0].join(timeout=1.0)  # everything is stopped: the rest of its output arrives now
+        unread = None
+        while not self.answers.empty():
+            line = self.answers.get()
+            unread = unread or line
+        return unread
+
+
+def _shown(line: bytes, cut: bool) -> str:
+    text = line.decode("utf-8", "replace").rstrip()
+    return f"{text[:STDERR_LINE_CHARS]}..." if cut or len(text) > STDERR_LINE_CHARS else text
 
 
 def _to_stderr(message: str) -> None:
@@ -185,8 +253,9 @@ class ExternalCommand(UserReward):
         self.batches += 1
         self.records_sent += len(records)
         what = self._batch_name(records)
-        line = self._ask(orjson.dumps({"records": records}, option=orjson.OPT_APPEND_NEWLINE), what)
-        return as_numbers(self._rewards(line, what), len(records), f"{self.who} on {what}")
+        request = {"id": self.batches, "records": records}  # the batch number: unique for this command
+        line = self._ask(orjson.dumps(request, option=orjson.OPT_APPEND_NEWLINE), what)
+        return as_numbers(self._rewards(line, what, self.batches), len(records), f"{self.who} on {what}")
 
     def _batch_name(self, records: list[Record]) -> str:
         first = self.records_sent - len(records) + 1
@@ -212,20 +281,31 @@ class ExternalCommand(UserReward):
             raise RestError(f"{self.who} failed on {what} after {done}: it {failure.cause}") from None
 
     def _restart(self) -> None:
-        self.process.kill()  # a command that closed its output may still be running
-        self.process.close()
+        self.process.stop()  # a command that closed its output may still be running, or what it started
+        self.process.close()  # its unread output is dropped with it: it answered nothing rest will use
         try:
             self.process = JsonlProcess(self.argv, self.command)
         except UsageError as err:  # it started before: not a usage error now
             raise RestError(str(err)) from None
 
-    def _rewards(self, line: bytes, what: str) -> list:
+    def _rewards(self, line: bytes, what: str, request_id: int) -> list:
+        """The answer's rewards, once it is known to answer request `request_id`."""
         answer, problem = _loads(line)
         if problem:
             raise RestError(f"{self.who} answered {what} with invalid JSON ({problem}): {line[:80]!r}")
-        if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        if not isinstance(answer, dict):
+            raise RestError(f"{self.who} answered {what} without a \"rewards\" list: {line[:80]!r}")
+        if "id" in answer and not _same_id(answer["id"], request_id):
+            raise RestError(f"{self.who} answered {what}, sent as id {request_id}, with the id "
+                            f"{answer['id']!r}: an answer line arrived late or twice, and rest will not "
+                            f"attach it to other records (one answer line per request; logs go to stderr)")
+        if isinstance(answer.get("error"), str):  # may lack the id: the request may be what it could not read
             raise RestError(f"{self.who} reported an error on {what}: {answer['error']}")
-        if not isinstance(answer, dict) or "rewards" not in answer:
+        if "id" not in answer:
+            raise RestError(f"{self.who} answered {what} without an \"id\": protocol {PROTOCOL} needs "
+                            f"each answer to echo its request's id, as "
+                            f"{{\"id\": {request_id}, \"rewards\": [...]}} (see docs/rewards.md)")
+        if "rewards" not in answer:
             raise RestError(f"{self.who} answered {what} without a \"rewards\" list: {line[:80]!r}")
         return answer["rewards"]
 
@@ -233,7 +313,16 @@ class ExternalCommand(UserReward):
         return f"{self.name}|protocol:{PROTOCOL}|rest:{__version__}"
 
     def close(self) -> None:
-        self.process.close()
+        """Let the command finish (what it started is stopped too); a line it wrote that nobody
+        asked for, after its last answer, is an error like one before an answer."""
+        unread = self.process.close()
+        if unread is not None:
+            raise RestError(f"{self.who} wrote a line nobody asked for after its last answer: "
+                            f"{unread[:80]!r} (one answer line per request; logs go to stderr)")
+
+
+def _same_id(value, request_id: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == request_id
 
 
 def _loads(line: bytes) -> tuple[object, str]:

@@ -33,6 +33,8 @@ class _SacrebleuReward(Reward):
         return [self._to_unit(sentence_score(r["hyp"], [r["ref"]]).score) for r in records]
 
     def signature(self) -> str:
+        if not hasattr(self.metric, "num_refs"):  # sacrebleu learns it when scoring; here it is always 1
+            self.metric.num_refs = 1  # (rmcheck asks for the signature even when no pair was scored)
         return f"{self.name}|{self.metric.get_signature()}|scale:{self.scale}|rest:{__version__}"
 
 

@@ -1,6 +1,7 @@
 """`rest score` with composed, configured, user and external rewards, run as a user runs them."""
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -71,9 +72,11 @@ def scorer(tmp_path, body: str) -> str:
     script = tmp_path / "scorer.py"
     script.write_text("import json, sys\n"
                       "for n, line in enumerate(sys.stdin):\n"
-                      "    records = json.loads(line)['records']\n"
+                      "    request = json.loads(line)\n"
+                      "    records = request['records']\n"
                       f"    {body}\n"
-                      "    print(json.dumps({'rewards': [len(r['hyp']) for r in records]}), flush=True)\n")
+                      "    rewards = [len(r['hyp']) for r in records]\n"
+                      "    print(json.dumps({'id': request['id'], 'rewards': rewards}), flush=True)\n")
     return f"cmd:{shlex.quote(sys.executable)} {script}"
 
 
@@ -83,7 +86,7 @@ def test_external_command_with_a_range(records, tmp_path):
     assert result.returncode == 0, result.stderr
     out = read_jsonl(result.stdout)
     assert [r["reward"] for r in out] == [13 / 20, 5 / 20]
-    assert out[0]["reward_sig"].endswith("|protocol:jsonl-batch-v1|rest:0.1.0|range:0:20|range-from:given|"
+    assert out[0]["reward_sig"].endswith("|protocol:jsonl-batch-v2|rest:0.1.0|range:0:20|range-from:given|"
                                          "map:clip((x-lo)/(hi-lo),0,1)")
 
 
@@ -126,6 +129,40 @@ def test_python_function_from_the_working_directory(records, tmp_path):
 
 
 @pytest.mark.subprocess
+def test_a_long_record_is_cut_for_the_reward_only_and_counted(tmp_path):
+    (tmp_path / "lengths.py").write_text("def f(records):\n    return [len(r['hyp']) for r in records]\n")
+    path = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "hyp": "x" * 40, "ref": "y" * 5},
+                                               {"id": 2, "hyp": "z"}])
+    result = rest("score", "-r", "py:lengths:f", "--reward-range", "0:20", "--reward-max-chars", "10",
+                  str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.decode().splitlines() == [
+        "rest score: truncated 1 record(s) to 10 characters of hyp, ref and src for the reward "
+        "(--reward-max-chars; 0 = no cap)"]
+    out = read_jsonl(result.stdout)
+    assert [(r["hyp"], r["ref"] if "ref" in r else None, r["reward"]) for r in out] == [
+        ("x" * 40, "y" * 5, 0.5), ("z", None, 0.05)]  # the full text is written; the reward saw 10 characters
+
+
+def _rest_as_installed(*args: str, cwd) -> subprocess.CompletedProcess:
+    """`rest` as the installed script runs: the current directory is not on sys.path (python -P)."""
+    return subprocess.run([sys.executable, "-P", "-m", "rest_cli", *args], capture_output=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+
+@pytest.mark.subprocess
+def test_a_stray_module_in_the_working_directory_shadows_nothing(records, tmp_path):
+    (tmp_path / "sacrebleu.py").write_text("raise ImportError('the stray sacrebleu.py was imported')\n")
+    (tmp_path / "mymod.py").write_text("import sacrebleu  # the installed one\n\n"
+                                       "def f(records):\n    return [0.5] * len(records)\n")
+    for spec, rewards in [("chrf", [1.0, 1.0]), ("py:mymod:f", [0.5, 0.5]),
+                          ("product(py:mymod:f, chrf)", [0.5, 0.5])]:
+        result = _rest_as_installed("score", "-r", spec, str(records), cwd=tmp_path)
+        assert result.returncode == 0, (spec, result.stderr)
+        assert [r["reward"] for r in read_jsonl(result.stdout)] == rewards
+
+
+@pytest.mark.subprocess
 def test_calibrate(records, tmp_path):
     (tmp_path / "my_rewards.py").write_text("def length(records):\n"
                                             "    return [len(r['hyp']) for r in records]\n")
@@ -157,7 +194,8 @@ def test_startup_does_not_import_the_encoder():
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
-SHARED = ["--reward-config", "--reward-range", "--calibrate", "--reward-timeout", "--reward-restarts"]
+SHARED = ["--reward-config", "--reward-range", "--calibrate", "--reward-timeout", "--reward-restarts",
+          "--reward-max-chars"]
 
 
 @pytest.mark.parametrize("command", ["eval", "bestofn", "rmcheck"])
@@ -173,3 +211,4 @@ def test_every_scoring_command_shares_the_reward_options_of_score(command):
     assert sorted(shared(command)) == sorted(SHARED) and shared(command) == shared("score")
     defaults = {option: settings[1] for option, settings in shared("score").items()}
     assert defaults["--reward-timeout"] == 300.0 and defaults["--reward-restarts"] == 2
+    assert defaults["--reward-max-chars"] == 5000

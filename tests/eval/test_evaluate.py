@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from rest_cli.eval.evaluate import compare, distinct_n, reference_metrics
+from rest_cli.eval.evaluate import compare, distinct_n, mean_reward, reference_metrics
+from rest_cli.rewards import RewardOptions, build_reward
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 
@@ -29,6 +30,13 @@ def test_reference_metrics_on_a_perfect_and_a_short_output():
     assert (reference_metrics(["the cat"], ["the cat sat on the mat"])["length_ratio"]
             == pytest.approx(2 / 6, abs=1e-4))
     assert perfect["bleu_sig"].startswith("nrefs:1|") and "version:" in perfect["chrf_sig"]
+
+
+def test_mean_reward_shows_the_reward_capped_text_and_keeps_the_candidates():
+    reward = build_reward("exact", RewardOptions(max_chars=3))
+    candidates = [{"hyp": "abcdef", "ref": "abcxyz"}, {"hyp": "ab", "ref": "ba"}]
+    assert mean_reward(candidates, reward) == 0.5 and reward.cap.truncated == 1
+    assert candidates == [{"hyp": "abcdef", "ref": "abcxyz"}, {"hyp": "ab", "ref": "ba"}]
 
 
 def result(model, reward, bleu, chrf):

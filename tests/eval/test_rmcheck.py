@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs
+from rest_cli.eval.rmcheck import PERTURBATIONS, check_reward, perturbed_pairs, verdict
 from rest_cli.rewards import Reward, build_reward
+from rest_cli.rewards.base import FieldCap
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 
@@ -97,3 +98,41 @@ def test_cli_takes_the_reward_from_a_config_file(tmp_path):
     missing = rest("rmcheck", "-d", str(data))
     assert missing.returncode == 2 and "give the reward as --reward SPEC or as --reward-config FILE" \
         in missing.stderr.decode()
+
+
+ONE_WORD = [{"src": "Hund", "ref": "dog"}, {"src": "Katze", "ref": "cat"}, {"src": "Maus", "ref": "mouse"}]
+
+
+def test_a_check_that_changes_no_pair_is_not_applicable():
+    results = by_name(check_reward(build_reward("chrf"), ONE_WORD, ["shuffle", "repeat"]))
+    assert results["shuffle"].pairs == 0  # one word shuffled is the same word
+    assert results["shuffle"].as_dict(0.9) == {
+        "perturbation": "shuffle", "pairs": 0, "preferred": 0, "rate": None, "mean_true": None,
+        "mean_perturbed": None, "status": "n/a", "passed": None}
+    checks = [r.as_dict(0.9) for r in results.values()]
+    assert checks[1]["status"] == "pass" and verdict(checks) is True
+    assert verdict(checks[:1]) is None and verdict([*checks, {"passed": False}]) is False
+
+
+def test_the_reward_is_shown_the_pairs_through_its_cap():
+    reward = LovesLength()
+    reward.cap = FieldCap(5)  # as build_reward sets it from --reward-max-chars
+    truncate = by_name(check_reward(reward, PAIRS, ["truncate"]))["truncate"]  # "I see two": "I see"
+    assert truncate.mean_true == truncate.mean_perturbed == pytest.approx(5 / 200) and truncate.rate == 0.0
+    assert reward.cap.truncated == 2 * len(PAIRS)
+
+
+@pytest.mark.subprocess
+def test_cli_reports_a_check_without_pairs_as_not_applicable(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", ONE_WORD)
+    out = rest("rmcheck", "-r", "chrf", "-d", str(data), "-p", "shuffle", "-p", "repeat")
+    assert out.returncode == 0, out.stderr
+    report = read_jsonl(out.stdout.replace(b"\n", b" "))[0]
+    assert report["passed"] is True
+    assert [(c["perturbation"], c["status"], c["passed"]) for c in report["checks"]] == [
+        ("shuffle", "n/a", None), ("repeat", "pass", True)]
+    assert "n/a" in out.stderr.decode()  # the table
+    nothing = rest("rmcheck", "-r", "chrf", "-d", str(data), "-p", "shuffle")
+    assert nothing.returncode == 1 and read_jsonl(nothing.stdout.replace(b"\n", b" "))[0]["passed"] is None
+    assert ("rest rmcheck: no check applied to these pairs (each left them unchanged): nothing was tested"
+            in nothing.stderr.decode())

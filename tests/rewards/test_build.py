@@ -6,7 +6,8 @@ import re
 import pytest
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.rewards import Reward, build, build_reward, score_records
+from rest_cli.rewards import Reward, RewardOptions, build, build_reward, score_records
+from rest_cli.rewards.base import MAX_CHARS, FieldCap
 from rest_cli.rewards.composite import Composite
 from rest_cli.rewards.spec import parse_spec
 
@@ -168,3 +169,45 @@ def test_bad_config_files_are_usage_errors(tmp_path, text, message):
         build_reward(config=str(path))
     with pytest.raises(UsageError, match="cannot read"):
         build_reward(config=str(tmp_path / "missing.json"))
+
+
+# --- the cap on what a reward is shown ---------------------------------------------------------
+
+class Seen(Reward):
+    """Notes the lengths of the fields it is shown."""
+
+    def __init__(self):
+        self.seen = []
+
+    def score(self, records):
+        self.seen += [tuple(len(r[f]) for f in ("hyp", "ref", "src")) for r in records]
+        return [0.5] * len(records)
+
+    def signature(self):
+        return "seen"
+
+
+def test_a_reward_is_shown_at_most_max_chars_of_hyp_ref_and_src_and_the_records_keep_theirs():
+    long = {"id": 1, "src": "s" * (MAX_CHARS + 1), "ref": "r" * MAX_CHARS, "hyp": "h" * 1_000_000,
+            "note": "n" * 2 * MAX_CHARS, "meta": {"k": 0}}
+    records = [dict(long), {"id": 2, "src": "a", "ref": "b", "hyp": "c"}]
+    reward = Seen()  # built without build_reward: the default cap
+    out = list(score_records(records, reward))
+    assert reward.seen == [(MAX_CHARS, MAX_CHARS, MAX_CHARS), (1, 1, 1)]
+    assert out[0] == {**long, "reward": 0.5, "reward_name": "", "reward_sig": "seen"}
+
+
+def test_the_cap_comes_from_the_options_and_counts_what_it_cut():
+    records = [{"hyp": "abcdef", "ref": "abcxyz"}, {"hyp": "ab", "ref": "ab"}, {"hyp": "abcd", "ref": "abc"}]
+    reward = build_reward("exact", RewardOptions(max_chars=3))
+    out = list(score_records(records, reward))
+    assert [r["reward"] for r in out] == [1.0, 1.0, 1.0] and out[0]["hyp"] == "abcdef"  # "abc" == "abc"
+    assert reward.cap.truncated == 2
+    assert reward.cap.summary() == ("truncated 2 record(s) to 3 characters of hyp, ref and src for the "
+                                    "reward (--reward-max-chars; 0 = no cap)")
+    uncapped = build_reward("exact", RewardOptions(max_chars=0))
+    assert [r["reward"] for r in score_records(records, uncapped)] == [0.0, 1.0, 0.0]
+    assert uncapped.cap == FieldCap(0, truncated=0)
+    assert build_reward("exact").cap.max_chars == RewardOptions().max_chars == MAX_CHARS
+    with pytest.raises(UsageError, match="--reward-max-chars must be a whole number >= 0, got -1"):
+        build_reward("exact", RewardOptions(max_chars=-1))

@@ -5,12 +5,13 @@ import re
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from rest_cli.errors import RestError, UsageError
 from rest_cli.rewards import RewardOptions, build_reward, score_records
-from rest_cli.rewards.external import DEFAULT_RESTARTS, ExternalCommand
+from rest_cli.rewards.external import DEFAULT_RESTARTS, STDERR_LINE_CHARS, ExternalCommand
 from tests.helpers import read_jsonl, rest, write_jsonl
 
 # Each launch appends a line to a file, so tests count launches and can misbehave on a given one.
@@ -21,9 +22,10 @@ with open({launches!r}, "a") as f:
     f.write("launch\\n")
 launch = len(open({launches!r}).read().split())
 for n, line in enumerate(sys.stdin):
-    records = json.loads(line)["records"]
+    request = json.loads(line)
+    records = request["records"]
     {body}
-    print(json.dumps({{"rewards": [len(r["hyp"]) / 10 for r in records]}}))
+    print(json.dumps({{"id": request["id"], "rewards": [len(r["hyp"]) / 10 for r in records]}}))
     sys.stdout.flush()
 """
 
@@ -62,25 +64,33 @@ def test_scores_batches_and_stays_running(tmp_path):
         out = list(score_records(records, reward, batch_size=3))
         assert reward.process.proc.poll() is None  # one process for all three batches, still running
     assert [r["reward"] for r in out] == [n / 10 for n in range(7)] and out[6]["n"] == 6
-    assert out[0]["reward_sig"].startswith(f"{scorer.spec}|protocol:jsonl-batch-v1|rest:")
+    assert out[0]["reward_sig"].startswith(f"{scorer.spec}|protocol:jsonl-batch-v2|rest:")
     assert reward.process.proc.returncode == 0 and scorer.launches == 1  # closing stdin let it finish
 
 
 @pytest.mark.parametrize("answer, message", [
-    ('{"rewards": [0.5]}', "returned 1 values for 2 records"),
-    ('{"rewards": [0.5, 0.5, 0.5]}', "returned 3 values for 2 records"),
-    ('{"rewards": ["good", 0.5]}', "returned 'good' (str) for record 1 of the batch, not a finite number"),
-    ('{"rewards": [0.5, NaN]}', "returned nan (float) for record 2 of the batch, not a finite number"),
-    ('{"rewards": [-Infinity, 0.5]}', "returned -inf (float) for record 1"),
-    ('{"rewards": [0.5, 1e400]}', "returned inf (float) for record 2"),
-    ('{"rewards": [true, 0.5]}', "returned True (bool) for record 1"),
-    ('{"rewards": [0.5, null]}', "returned None (NoneType) for record 2"),
-    ('{"rewards": 0.5}', "returned float, not a list of 2 numbers"),
-    ('{"rewards": [0.5, 3]}', "returned 3.0, outside [0, 1]: give its range"),
-    ('{"rewards": [-0.1, 0.5]}', "returned -0.1, outside [0, 1]"),
+    ('{"id": 1, "rewards": [0.5]}', "returned 1 values for 2 records"),
+    ('{"id": 1, "rewards": [0.5, 0.5, 0.5]}', "returned 3 values for 2 records"),
+    ('{"id": 1, "rewards": ["good", 0.5]}', "returned 'good' (str) for record 1 of the batch, not a finite"),
+    ('{"id": 1, "rewards": [0.5, NaN]}', "returned nan (float) for record 2 of the batch, not a finite"),
+    ('{"id": 1, "rewards": [-Infinity, 0.5]}', "returned -inf (float) for record 1"),
+    ('{"id": 1, "rewards": [0.5, 1e400]}', "returned inf (float) for record 2"),
+    ('{"id": 1, "rewards": [true, 0.5]}', "returned True (bool) for record 1"),
+    ('{"id": 1, "rewards": [0.5, null]}', "returned None (NoneType) for record 2"),
+    ('{"id": 1, "rewards": 0.5}', "returned float, not a list of 2 numbers"),
+    ('{"id": 1, "rewards": [0.5, 3]}', "returned 3.0, outside [0, 1]: give its range"),
+    ('{"id": 1, "rewards": [-0.1, 0.5]}', "returned -0.1, outside [0, 1]"),
     ('0.5 0.5', "answered batch 1 (records 1-2) with invalid JSON (unexpected content after document"),
     ('[0.5, 0.5]', "answered batch 1 (records 1-2) without a \"rewards\" list"),
+    ('{"id": 1}', "answered batch 1 (records 1-2) without a \"rewards\" list"),
     ('{"error": "model not loaded"}', "reported an error on batch 1 (records 1-2): model not loaded"),
+    ('{"rewards": [0.5, 0.5]}', "answered batch 1 (records 1-2) without an \"id\": protocol jsonl-batch-v2 "
+                                "needs each answer to echo its request's id, as "
+                                "{\"id\": 1, \"rewards\": [...]} (see docs/rewards.md)"),
+    ('{"id": 2, "rewards": [0.5, 0.5]}', "answered batch 1 (records 1-2), sent as id 1, with the id 2: "
+                                         "an answer line arrived late or twice"),
+    ('{"id": true, "rewards": [0.5, 0.5]}', "with the id True"),
+    ('{"id": "1", "rewards": [0.5, 0.5]}', "with the id '1'"),
 ])
 def test_a_bad_answer_refuses_the_batch_without_a_restart(tmp_path, answer, message):
     # A live command that answers wrongly would answer the same batch the same way: no restart.
@@ -94,8 +104,8 @@ def test_a_bad_answer_refuses_the_batch_without_a_restart(tmp_path, answer, mess
 
 
 def test_a_bad_answer_names_its_batch_and_ids(tmp_path):
-    scorer = Scorer(tmp_path,
-                    'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
+    scorer = Scorer(tmp_path, 'if n == 1: print(json.dumps({"id": request["id"], "rewards": [0.5]})); '
+                              'sys.stdout.flush(); continue')
     reward = scorer.reward()
     records = [{"id": i // 2, "hyp": "x"} for i in range(6)]
     stream = score_records(records, reward, batch_size=2)
@@ -108,8 +118,8 @@ def test_a_bad_answer_names_its_batch_and_ids(tmp_path):
 
 
 def test_extra_output_lines_are_refused(tmp_path):
-    scorer = Scorer(tmp_path, 'print(json.dumps({"rewards": [0.5] * len(records)})); print("debug: done"); '
-                              'sys.stdout.flush(); continue')
+    scorer = Scorer(tmp_path, 'print(json.dumps({"id": request["id"], "rewards": [0.5] * len(records)})); '
+                              'print("debug: done"); sys.stdout.flush(); continue')
     with scorer.reward() as reward:
         assert reward.score(hyps(1)) == [0.5]
         for _ in range(500):  # let the stray line arrive (up to 5 s); a wait, not a timing assertion
@@ -119,6 +129,40 @@ def test_extra_output_lines_are_refused(tmp_path):
         with pytest.raises(RestError, match="wrote a line nobody asked for: b'debug: done"):
             reward.score(hyps(1))
         assert scorer.launches == 1
+
+
+def test_a_late_answer_is_never_taken_for_the_next_request(tmp_path):
+    # Batch 1's answer comes again, late: after request 2 was sent, before the answer to it. Matched by
+    # order, it would be taken for batch 2's answer (the count fits) and its rewards land on batch 2.
+    late = 'print(json.dumps({"id": request["id"] - 1, "rewards": [0.1, 0.2]})); sys.stdout.flush()'
+    scorer = Scorer(tmp_path, f"if n == 1: {late}")
+    records = [{"hyp": "x" * n} for n in (1, 2, 3, 4)]
+    with pytest.raises(RestError, match=re.escape(
+            f"reward command {scorer.command!r} answered batch 2 (records 3-4), sent as id 2, with the id 1: "
+            "an answer line arrived late or twice")):
+        with scorer.reward() as reward:
+            for record in score_records(records, reward, batch_size=2):
+                assert record["reward"] == len(record["hyp"]) / 10
+    assert [r.get("reward") for r in records] == [0.1, 0.2, None, None]
+
+
+def test_a_line_left_unread_at_the_end_is_an_error(tmp_path):
+    # The answer printed twice: the second copy is still unread when the input ends.
+    scorer = Scorer(tmp_path, 'print(json.dumps({"id": request["id"], "rewards": [0.5] * len(records)}))')
+    reward = scorer.reward()
+    assert reward.score(hyps(1, 2)) == [0.5, 0.5]  # the first line answers; the second comes after it
+    with pytest.raises(RestError, match=re.escape(f"reward command {scorer.command!r} wrote a line nobody "
+                                                  "asked for after its last answer: b'{\"id\": 1, ")):
+        reward.close()
+    reward.close()  # closing again is quiet: the line was reported once
+
+
+def test_an_error_while_closing_does_not_hide_the_error_under_way(tmp_path):
+    scorer = Scorer(tmp_path, 'print(json.dumps({"id": request["id"], "rewards": [0.5] * len(records)}))')
+    with pytest.raises(ValueError, match="the first error"):
+        with scorer.reward() as reward:
+            reward.score(hyps(1))
+            raise ValueError("the first error")
 
 
 def test_shell_only_when_asked(tmp_path):
@@ -231,6 +275,61 @@ def test_a_command_that_always_hangs_fails_after_its_restarts(tmp_path):
     reward.close()
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped by init, counts as dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone(pid: int) -> bool:
+    for _ in range(500):  # a wait of up to 5 s, not a timing assertion
+        if not _alive(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_crash_is_reported_at_once_though_a_child_keeps_the_output_open(tmp_path):
+    # The scorer starts a helper that inherits its stdout, then dies: its output stays open, so only
+    # watching the scorer itself tells that it is gone (else: "no answer" after the whole timeout).
+    helper = tmp_path / "helper.pid"
+    scorer = Scorer(tmp_path, f'import subprocess; child = subprocess.Popen(["sleep", "1000"]); '
+                              f'open({str(helper)!r}, "w").write(str(child.pid)); '
+                              f'sys.exit("model failed to load")')
+    reward = ExternalCommand(scorer.command, shell=True, timeout=20, restarts=0)  # sh:, as a user would
+    started = time.monotonic()
+    with pytest.raises(RestError, match=re.escape("failed on batch 1 (record 1) after 0 restarts: it exited "
+                                                  "with status 1 before answering; its stderr ends: "
+                                                  "model failed to load")):
+        reward.score(hyps(1))
+    assert time.monotonic() - started < 15  # far below the timeout; the message above is the real check
+    assert _gone(int(helper.read_text())), "what the failed command started is still running"
+    reward.close()
+
+
+def test_closing_stops_what_the_command_left_running(tmp_path):
+    helper = tmp_path / "helper.pid"
+    scorer = Scorer(tmp_path, f'if n == 0: import subprocess; child = subprocess.Popen(["sleep", "1000"]); '
+                              f'open({str(helper)!r}, "w").write(str(child.pid))')
+    with scorer.reward() as reward:
+        assert reward.score(hyps(1)) == [0.1]
+        assert _alive(int(helper.read_text()))
+    assert reward.process.proc.returncode == 0  # the command itself ended on its own, at the end of input
+    assert _gone(int(helper.read_text())), "the command's child outlived the reward"
+
+
+def test_a_huge_stderr_line_is_cut_in_the_error(tmp_path):
+    scorer = Scorer(tmp_path, 'sys.stderr.write("x" * 10_000_000); sys.stderr.flush(); sys.exit(1)')
+    reward = scorer.reward(restarts=0)
+    with pytest.raises(RestError) as caught:
+        reward.score(hyps(1))
+    message = str(caught.value)
+    assert message.endswith(f"its stderr ends: {'x' * STDERR_LINE_CHARS}...") and len(message) < 1000
+    assert all(len(line) <= STDERR_LINE_CHARS + 3 for line in reward.process.stderr)
+
+
 def test_a_command_that_never_reads_its_input_still_times_out(tmp_path):
     script = tmp_path / "deaf.py"
     script.write_text("import time; time.sleep(60)\n")
@@ -264,8 +363,8 @@ def test_score_recovers_from_a_crash_and_writes_every_record_in_order(records, t
 
 @pytest.mark.subprocess
 def test_score_refuses_a_wrong_length_answer_and_writes_no_file(records, tmp_path):
-    scorer = Scorer(tmp_path,
-                    'if n == 1: print(json.dumps({"rewards": [0.5]})); sys.stdout.flush(); continue')
+    scorer = Scorer(tmp_path, 'if n == 1: print(json.dumps({"id": request["id"], "rewards": [0.5]})); '
+                              'sys.stdout.flush(); continue')
     result = rest("score", "-r", scorer.spec, "--batch-size", "2", str(records), "-o",
                   str(tmp_path / "out.jsonl"))
     lines = result.stderr.decode().splitlines()
@@ -274,6 +373,18 @@ def test_score_refuses_a_wrong_length_answer_and_writes_no_file(records, tmp_pat
         f"1 values for 2 records"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scorer.py", "scorer.py.launches"]
     assert scorer.launches == 1
+
+
+@pytest.mark.subprocess
+def test_score_refuses_an_answer_printed_twice_and_writes_no_file(records, tmp_path):
+    scorer = Scorer(tmp_path, 'print(json.dumps({"id": request["id"], "rewards": [0.5] * len(records)}))')
+    result = rest("score", "-r", scorer.spec, "--batch-size", "5", str(records), "-o",
+                  str(tmp_path / "out.jsonl"))
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"rest score: error: reward command {scorer.command!r} wrote a line nobody "
+                               f"asked for after its last answer: ")
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 @pytest.mark.subprocess

@@ -73,3 +73,12 @@ def test_batches_are_scored_in_order_across_batch_boundaries():
     records = [{"hyp": "a", "ref": "a" if i % 2 else "b", "i": i} for i in range(7)]
     out = list(score_records(records, build_reward("exact"), batch_size=3))
     assert [(r["i"], r["reward"]) for r in out] == [(i, float(i % 2)) for i in range(7)]
+
+
+@pytest.mark.parametrize("name", ["chrf", "bleu", "ter"])
+def test_signature_before_any_score_is_the_one_after(name):
+    # rest rmcheck asks for it even when no pair was scored (every check not applicable)
+    before = build_reward(name).signature()
+    scored = build_reward(name)
+    scored.score([{"hyp": "a dog", "ref": "a cat"}])
+    assert before == scored.signature() and "|nrefs:1|" in before

@@ -130,6 +130,14 @@ def test_calibration_through_the_options(user_module, tmp_path):
     assert isinstance(reward, Scaled) and (reward.lo, reward.hi) == (1.0, 3.0)  # as calibrate() above
 
 
+def test_calibration_is_shown_its_pairs_through_the_cap(user_module, tmp_path):
+    module = user_module("def length(records):\n    return [float(len(r['hyp'])) for r in records]\n")
+    calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "x" * n} for n in (1, 2, 30)])
+    reward = build_reward(f"py:{module}:length", RewardOptions(calibrate=str(calib), max_chars=3))
+    assert (reward.lo, reward.hi) == (1.0, 3.0)  # 30 characters seen as 3
+    assert reward.cap.truncated == 0  # the count is of the records the command scores
+
+
 def test_calibration_percentiles_interpolate(user_module, tmp_path):
     module = user_module("def length(records):\n    return [float(len(r['hyp'])) for r in records]\n")
     calib = write_jsonl(tmp_path / "cal.jsonl", [{"src": "s", "ref": "x" * n} for n in range(51)])
@@ -153,3 +161,36 @@ def test_scaled_closes_what_it_wraps():
     inner.close = lambda: closed.append(True)
     Scaled(inner, 0, 1).close()
     assert closed
+
+
+# --- what user code is given, and where its module is found --------------------------------------
+
+def test_a_function_that_edits_its_records_changes_nothing_written(user_module):
+    module = user_module("""
+        def meddles(records):
+            for r in records:
+                r["hyp"] = "changed"
+                r["extra"] = 1
+                r["meta"]["seen"] = True
+                del r["src"]
+            return [0.5] * len(records)
+    """)
+    records = [{"src": "ein Hund", "hyp": "a dog", "meta": {"k": 0}}]
+    out = list(score_records(records, build_reward(f"py:{module}:meddles")))
+    assert out == [{"src": "ein Hund", "hyp": "a dog", "meta": {"k": 0}, "reward": 0.5,
+                    "reward_name": f"py:{module}:meddles", "reward_sig": out[0]["reward_sig"]}]
+
+
+def test_the_working_directory_is_searched_last_and_only_while_importing(user_module):
+    module = user_module("import os\ndef f(records):\n    return [0.5] * len(records)\n")
+    before = list(sys.path)
+    assert build_reward(f"py:{module}:f").score(RECORDS) == [0.5, 0.5]
+    assert sys.path == before  # the cwd is not left first on the path, to shadow what is imported later
+
+
+def test_an_installed_module_of_the_same_name_is_named_in_the_error(user_module, tmp_path):
+    (tmp_path / "textwrap.py").write_text("def f(records):\n    return [0.5] * len(records)\n")
+    with pytest.raises(UsageError, match=re.escape("module 'textwrap' has no function 'f' (an installed "
+                                                   "module of that name, ")) as caught:
+        build_reward("py:textwrap:f")
+    assert "comes before ./textwrap.py: rename your file" in str(caught.value)

@@ -74,6 +74,18 @@ def test_bestofn_scores_a_stream_with_the_shared_reward_options(tmp_path):
 
 
 @pytest.mark.subprocess
+def test_bestofn_shows_the_reward_capped_text(tmp_path):
+    stream = write_jsonl(tmp_path / "c.jsonl", [{"id": 1, "hyp": h} for h in ("ab", "abcd", "a")])
+    (tmp_path / "lengths.py").write_text("def f(records):\n    return [len(r['hyp']) for r in records]\n")
+    best = rest("bestofn", "-r", "py:lengths:f", "--reward-range", "0:8", "--reward-max-chars", "2",
+                str(stream), cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    assert [(r["hyp"], r["reward"]) for r in read_jsonl(best.stdout)] == [("ab", 0.25)]  # "abcd" seen as "ab"
+    assert ("rest bestofn: truncated 1 record(s) to 2 characters of hyp, ref and src for the reward"
+            in best.stderr.decode())
+
+
+@pytest.mark.subprocess
 def test_bestofn_honours_the_reward_timeout(tmp_path):
     stream = write_jsonl(tmp_path / "c.jsonl", [{"id": 1, "hyp": "a"}, {"id": 1, "hyp": "b"}])
     out = rest("bestofn", "-r", hanging_reward(tmp_path), "--reward-timeout", "0.3",
