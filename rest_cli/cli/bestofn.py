@@ -9,20 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rest_cli.cli import options as opts  # the reward options every scoring command shares
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
-from rest_cli.cli.options import (
-    REWARD_MAX_CHARS,
-    REWARD_RESTARTS,
-    REWARD_TIMEOUT,
-    CalibrateOpt,
-    RewardConfigOpt,
-    RewardMaxCharsOpt,
-    RewardRangeOpt,
-    RewardRestartsOpt,
-    RewardTimeoutOpt,
-    report_truncated,
-    reward_options,
-)
 from rest_cli.errors import UsageError
 from rest_cli.io.atomic import write_file
 from rest_cli.io.records import Record, RecordReader, RecordWriter, iter_groups
@@ -40,12 +28,12 @@ def bestofn(
     reward: Annotated[Optional[str], typer.Option("--reward", "-r", help=(
         "Score candidates with this reward first (required with --model; without it the input "
         "must carry `reward`)."))] = None,
-    reward_config: RewardConfigOpt = None,
-    reward_range: RewardRangeOpt = None,
-    calibrate: CalibrateOpt = None,
-    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
-    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
-    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
+    reward_config: opts.RewardConfigOpt = None,
+    reward_range: opts.RewardRangeOpt = None,
+    calibrate: opts.CalibrateOpt = None,
+    reward_timeout: opts.RewardTimeoutOpt = opts.REWARD_TIMEOUT,
+    reward_restarts: opts.RewardRestartsOpt = opts.REWARD_RESTARTS,
+    reward_max_chars: opts.RewardMaxCharsOpt = opts.REWARD_MAX_CHARS,
     n: Annotated[int, typer.Option("-n", help="Candidates per source, with --model.")] = 16,
     temperature: Annotated[float, typer.Option(help="Sampling temperature, with --model.")] = 0.8,
     max_length: Annotated[int, typer.Option(help="Longest candidate, in tokens, with --model.")] = 256,
@@ -62,8 +50,8 @@ def bestofn(
     scores = bool(reward or reward_config)
     if model and not scores:
         raise UsageError("--model needs --reward to rank the candidates it samples")
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, rewards=int(scores),
-                             max_chars=reward_max_chars)
+    options = opts.reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
+                                  rewards=int(scores), max_chars=reward_max_chars)
     decode = DecodeOptions(n=max(sizes) if sizes else n, temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type, seed=seed)
     stats = BestOfNStats()
@@ -80,7 +68,7 @@ def bestofn(
                 if scorer:
                     scorer.close()  # before the output is complete, as above
     report_skipped("bestofn", reader)
-    report_truncated("bestofn", [scorer] if scorer else [])
+    opts.report_truncated("bestofn", [scorer] if scorer else [])
     if not sizes:
         log("bestofn", stats.summary())
 

@@ -10,20 +10,8 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
+from rest_cli.cli import options as opts  # the reward options every scoring command shares
 from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, report_skipped
-from rest_cli.cli.options import (
-    REWARD_MAX_CHARS,
-    REWARD_RESTARTS,
-    REWARD_TIMEOUT,
-    CalibrateOpt,
-    RewardConfigOpt,
-    RewardMaxCharsOpt,
-    RewardRangeOpt,
-    RewardRestartsOpt,
-    RewardTimeoutOpt,
-    report_truncated,
-    reward_options,
-)
 from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.evaluate import EvalPlan, evaluate_model
 from rest_cli.eval.evaluate import compare as compare_results
@@ -41,12 +29,12 @@ def evaluate(
         help="Further model directories, shown with deltas against --model (repeatable).")] = None,
     reward: Annotated[Optional[list[str]], typer.Option(
         "--reward", "-r", help="Reward(s) to report (repeatable).")] = None,
-    reward_config: RewardConfigOpt = None,
-    reward_range: RewardRangeOpt = None,
-    calibrate: CalibrateOpt = None,
-    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
-    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
-    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
+    reward_config: opts.RewardConfigOpt = None,
+    reward_range: opts.RewardRangeOpt = None,
+    calibrate: opts.CalibrateOpt = None,
+    reward_timeout: opts.RewardTimeoutOpt = opts.REWARD_TIMEOUT,
+    reward_restarts: opts.RewardRestartsOpt = opts.REWARD_RESTARTS,
+    reward_max_chars: opts.RewardMaxCharsOpt = opts.REWARD_MAX_CHARS,
     beam: Annotated[int, typer.Option(help="Beam size for the main figures (1 = greedy).")] = 1,
     sample: Annotated[int, typer.Option(
         help="Also report the mean reward of this many samples per source.")] = 0,
@@ -63,8 +51,8 @@ def evaluate(
                     temperature=temperature, max_length=max_length)
     engine = EngineOptions(compute_type=compute_type)
     wanted = _wanted_rewards(reward, reward_config)
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, rewards=len(wanted),
-                             max_chars=reward_max_chars)
+    options = opts.reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
+                                  rewards=len(wanted), max_chars=reward_max_chars)
     with ExitStack() as stack:
         rewards = [stack.enter_context(build_reward(spec, options, config)) for spec, config in wanted]
         labels = reward or [r.name for r in rewards]
@@ -77,7 +65,7 @@ def evaluate(
         if not sources:
             raise InputError(reader.name, None, "no record to evaluate on")
         results = [evaluate_model(m, sources, rewards, plan, engine) for m in [model, *(compare or [])]]
-    report_truncated("eval", rewards)
+    opts.report_truncated("eval", rewards)
     report = {"data": reader.name, "results": results,
               "comparisons": compare_results(results, hack_threshold)}
     _print_table(report)

@@ -9,20 +9,8 @@ from typing import Annotated, Optional
 import orjson
 import typer
 
+from rest_cli.cli import options as opts  # the reward options every scoring command shares
 from rest_cli.cli.common import SkipInvalidOpt, handles_errors, log, report_skipped
-from rest_cli.cli.options import (
-    REWARD_MAX_CHARS,
-    REWARD_RESTARTS,
-    REWARD_TIMEOUT,
-    CalibrateOpt,
-    RewardConfigOpt,
-    RewardMaxCharsOpt,
-    RewardRangeOpt,
-    RewardRestartsOpt,
-    RewardTimeoutOpt,
-    report_truncated,
-    reward_options,
-)
 from rest_cli.errors import InputError, UsageError
 from rest_cli.io.records import Record, RecordReader  # cli.common imports it anyway: no startup cost
 
@@ -38,12 +26,12 @@ def rmcheck(
         "--perturbation", "-p", help="Run only these checks (repeatable).")] = None,
     limit: Annotated[int, typer.Option(help="Use at most this many pairs (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the random perturbations.")] = 0,
-    reward_config: RewardConfigOpt = None,
-    reward_range: RewardRangeOpt = None,
-    calibrate: CalibrateOpt = None,
-    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
-    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
-    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
+    reward_config: opts.RewardConfigOpt = None,
+    reward_range: opts.RewardRangeOpt = None,
+    calibrate: opts.CalibrateOpt = None,
+    reward_timeout: opts.RewardTimeoutOpt = opts.REWARD_TIMEOUT,
+    reward_restarts: opts.RewardRestartsOpt = opts.REWARD_RESTARTS,
+    reward_max_chars: opts.RewardMaxCharsOpt = opts.REWARD_MAX_CHARS,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Score true translations against perturbed ones; table on stderr, JSON on stdout.
@@ -59,13 +47,13 @@ def rmcheck(
     if unknown:
         raise UsageError(f"unknown perturbation(s) {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(PERTURBATIONS)}")
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
-                             max_chars=reward_max_chars)
+    options = opts.reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
+                                  max_chars=reward_max_chars)
     with build_reward(reward, options, reward_config) as scorer:
         reader, pairs = _read_pairs(data, limit, skip_invalid)
         results = [r.as_dict(threshold) for r in check_reward(scorer, pairs, perturbation, seed)]
         signature, name = scorer.signature(), reward or scorer.name
-    report_truncated("rmcheck", [scorer])
+    opts.report_truncated("rmcheck", [scorer])
     report = {"reward": name, "reward_sig": signature, "data": reader.name, "pairs": len(pairs),
               "threshold": threshold, "checks": results, "passed": verdict(results)}
     _print_table(report)

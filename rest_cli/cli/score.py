@@ -6,20 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from rest_cli.cli import options as opts  # the reward options every scoring command shares
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
-from rest_cli.cli.options import (
-    REWARD_MAX_CHARS,
-    REWARD_RESTARTS,
-    REWARD_TIMEOUT,
-    CalibrateOpt,
-    RewardConfigOpt,
-    RewardMaxCharsOpt,
-    RewardRangeOpt,
-    RewardRestartsOpt,
-    RewardTimeoutOpt,
-    report_truncated,
-    reward_options,
-)
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.io.shards import Shard, shard_groups
 from rest_cli.rewards import build_reward, reward_names, score_records
@@ -32,12 +20,12 @@ def score(
         "--reward", "-r",
         help=f"Reward spec: a name ({', '.join(reward_names())}), a composition such as "
              "'product(use, copy-guard)', 'py:MODULE:FUNCTION', or 'cmd:COMMAND ARGS'.")] = None,
-    reward_config: RewardConfigOpt = None,
-    reward_range: RewardRangeOpt = None,
-    calibrate: CalibrateOpt = None,
-    reward_timeout: RewardTimeoutOpt = REWARD_TIMEOUT,
-    reward_restarts: RewardRestartsOpt = REWARD_RESTARTS,
-    reward_max_chars: RewardMaxCharsOpt = REWARD_MAX_CHARS,
+    reward_config: opts.RewardConfigOpt = None,
+    reward_range: opts.RewardRangeOpt = None,
+    calibrate: opts.CalibrateOpt = None,
+    reward_timeout: opts.RewardTimeoutOpt = opts.REWARD_TIMEOUT,
+    reward_restarts: opts.RewardRestartsOpt = opts.REWARD_RESTARTS,
+    reward_max_chars: opts.RewardMaxCharsOpt = opts.REWARD_MAX_CHARS,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per reward call.")] = 256,
     shard: Annotated[Optional[str], typer.Option(
         help="K/N: only the K-th of N round-robin shares of the sources (records grouped by `id`, as "
@@ -47,8 +35,8 @@ def score(
 ) -> None:
     """Add `reward` in [0, 1], `reward_name` and `reward_sig` (how it was computed) to each record."""
     part = Shard.parse(shard) if shard is not None else None
-    options = reward_options(reward_timeout, reward_restarts, reward_range, calibrate, batch_size=batch_size,
-                             max_chars=reward_max_chars)
+    options = opts.reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
+                                  batch_size=batch_size, max_chars=reward_max_chars)
     with build_reward(reward, options, reward_config) as scorer:
         reader = RecordReader(input, required=[*scorer.needs, *(["id"] if part else [])],
                               skip_invalid=skip_invalid,
@@ -58,4 +46,4 @@ def score(
             writer.write_all(progress(score_records(records, scorer, batch_size), f"scoring ({scorer.name})"))
             scorer.close()  # before the output is complete: a command's stray last line fails the run
     report_skipped("score", reader)
-    report_truncated("score", [scorer])
+    opts.report_truncated("score", [scorer])

@@ -80,11 +80,13 @@ def test_the_sharded_grow_step_holds_every_source_once(finished_run):
     assert not list((run / "g1").glob("shard-*"))  # joined, then removed
 
 
-def _grow_with_fake_rest(tmp_path, sample_exit: int, **overrides):
-    """Make Grow 1's candidates with a stand-in `rest`: sample prints its arguments as a record."""
+def _grow_with_fake_rest(tmp_path, sample_exit: int, before_score: str = "", **overrides):
+    """Make Grow 1's candidates with a stand-in `rest`: sample prints its arguments as a record;
+    score runs the shell code `before_score`, then writes its input to its -o file."""
     fake = tmp_path / "fake-rest"
     fake.write_text("#!/bin/sh\n"
                     f'if [ "$1" = sample ]; then echo "{{\\"args\\": \\"$*\\"}}"; exit {sample_exit}; fi\n'
+                    f"{before_score}\n"
                     'while [ "$1" != -o ]; do shift; done; cat > "$2"\n')
     fake.chmod(0o755)
     run = tmp_path / "run"
@@ -189,17 +191,7 @@ def test_every_target_written_by_a_redirect_is_written_whole():
 def test_a_composed_reward_reaches_rest_as_one_argument(tmp_path):
     """The README's REWARD="product(use, copy-guard)" has parentheses and spaces, and a quote may come too."""
     reward = "product(use, copy-guard, cmd(\"python it's.py\"))"
-    fake = tmp_path / "fake-rest"
-    fake.write_text("#!/bin/sh\n"
-                    'if [ "$1" = sample ]; then echo "{}"; exit 0; fi\n'
-                    f'printf "%s\\n" "$3" > {tmp_path / "reward"}\n'
-                    'while [ "$1" != -o ]; do shift; done; cat > "$2"\n')
-    fake.chmod(0o755)
-    run = tmp_path / "run"
-    (run / "g0").mkdir(parents=True)
-    (run / "g0" / "policy").write_text("model\n")
-    (tmp_path / "train.jsonl").write_text("")
-    result = make(run, "-o", str(run / "g0" / "policy"), str(run / "g1" / "candidates.jsonl.gz"),
-                  REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"), REWARD=reward, SHARDS="1")
+    _, result = _grow_with_fake_rest(tmp_path, 0, before_score=f'printf "%s\\n" "$3" > {tmp_path / "reward"}',
+                                     REWARD=reward)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "reward").read_text() == reward + "\n"
