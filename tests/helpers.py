@@ -1,5 +1,6 @@
 """Helpers the tests share: tiny JSONL files and running the real CLI."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,9 @@ def rest(*args: str, input: bytes | None = None, cwd=None) -> subprocess.Complet
 REST_SHELL = f"{sys.executable} -m rest_cli"
 
 
+
+
+def interruptible() -> None:
+    """preexec_fn for a child a test will stop with SIGINT: a non-interactive shell starts background
+    jobs (`make test &`, nohup, some CI runners) with SIGINT ignored, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

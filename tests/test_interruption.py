@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from rest_cli.cli.main import app
 from rest_cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
 from tests.conftest import CORPUS
-from tests.helpers import REPO, read_jsonl, write_jsonl
+from tests.helpers import REPO, interruptible, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.subprocess  # real processes, stopped by real signals
 
@@ -53,7 +53,7 @@ class Run:
         self.stderr_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen([sys.executable, "-m", "rest_cli", *map(str, args)], cwd=cwd,
-                                         stdout=subprocess.DEVNULL, stderr=stderr,
+                                         stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=interruptible,
                                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
     @property
@@ -195,3 +195,16 @@ def test_sigterm_during_finetune_checkpoints_and_exits_non_zero(tmp_path, pairs)
     assert "Traceback" not in run.stderr and "stopped at step" in run.stderr
     assert not model.exists() and (work / "checkpoint.pt").exists()
     assert not [p for p in work.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigint_works_when_the_suite_was_started_with_it_ignored(tmp_path, sources):
+    """`make test &` starts the suite with SIGINT ignored; the children must still take Ctrl-C."""
+    (tmp_path / "slow_reward.py").write_text(SLOW_REWARD)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = Run(["score", "-r", "py:slow_reward:slow", "--batch-size", "1", sources, "-o",
+                   tmp_path / "out.jsonl"], tmp_path, env={"REST_TEST_MARKS": str(tmp_path / "marks.txt")})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    run.wait_until(lambda: (tmp_path / "marks.txt").exists())
+    assert run.signal(signal.SIGINT) == EXIT_INTERRUPTED

@@ -12,7 +12,7 @@ import pytest
 
 from rest_cli.cli import finetune as command
 from rest_cli.train.options import FinetuneOptions
-from tests.helpers import REPO, rest, write_jsonl
+from tests.helpers import REPO, interruptible, rest, write_jsonl
 
 TINY = ["--preset", "tiny", "--vocab-size", "40", "--batch-tokens", "256", "--lr", "3e-3"]
 GOOD = [{"src": f"w{i % 7} w{i % 5}", "ref": f"w{i % 5} w{i % 7}"} for i in range(40)]
@@ -87,7 +87,7 @@ def test_sigint_checkpoints_and_leaves_only_the_work_directory(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-m", "rest_cli", "finetune", str(data), "-o", str(tmp_path / "model"), *TINY,
             "--steps", "5000", "--log-every", "1"]
-    child = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
+    child = subprocess.Popen(args, stderr=subprocess.PIPE, env=env, preexec_fn=interruptible)
     try:
         for line in child.stderr:
             if b"step " in line:
