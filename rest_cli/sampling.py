@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 
 from rest_cli.errors import RestError, UsageError
 from rest_cli.io.records import Record
@@ -122,15 +123,14 @@ class Sampler:
     def __init__(self, model_dir: str, engine: EngineOptions = EngineOptions()):
         import ctranslate2
 
-        from rest_cli.models.modeldir import ModelDirError, ctranslate2_dir, kind_of, load_tokenizer
+        from rest_cli.models.modeldir import CT2, ModelDirError, kind_of, load_tokenizer
 
         self.engine = engine
         self.device, self.compute_type = resolve_engine(engine)
         if self.device == "cpu" and engine.device_indices != (0,):
             raise UsageError("--device-index picks GPUs, and CTranslate2 sees none here")
-        model_path = ctranslate2_dir(model_dir)  # checks the directory first, for a clear error
-        self.tokenizer = load_tokenizer(model_dir)
-        engine_class = _ENGINES[kind_of(model_dir).engine]
+        self.tokenizer = load_tokenizer(model_dir)  # checks the directory first, for a clear error
+        model_path, engine_class = Path(model_dir) / CT2, _ENGINES[kind_of(model_dir).engine]
         # The seed must be set before the translator exists; later calls have no effect.
         ctranslate2.set_random_seed(engine.seed)
         try:

@@ -57,9 +57,9 @@ def _config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def kind_of(directory: str | os.PathLike) -> PolicyKind:
-    """The policy kind a model directory holds."""
-    config = _config(Path(directory))
+def kind_of(directory: str | os.PathLike, config: dict[str, Any] | None = None) -> PolicyKind:
+    """The policy kind a model directory holds (`config`: its config.json, when already read)."""
+    config = _config(Path(directory)) if config is None else config
     name = config.get("kind", VERSION_1_KIND)
     try:
         return get_kind(name)
@@ -74,13 +74,14 @@ def check_model_dir(directory: str | os.PathLike, need_weights: bool = True) -> 
         raise ModelDirError(f"{directory}: no such model directory")
     if not (directory / CONFIG).exists():
         raise ModelDirError(f"{directory}: not a complete model directory, missing {CONFIG}")
-    kind = kind_of(directory)
+    config = _config(directory)
+    kind = kind_of(directory, config)
     needed = [*kind.tokenizer_files, CT2, *(kind.weight_files if need_weights else ())]
     missing = [name for name in needed if not (directory / name).exists()]
     if missing:
         raise ModelDirError(f"{directory}: not a complete model directory, missing {', '.join(missing)}")
     skipped = () if need_weights else kind.weight_files
-    _check_parts(directory, _config(directory).get("files", {}), skipped)
+    _check_parts(directory, config.get("files", {}), skipped)
     return directory
 
 
