@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from rest_cli import __version__
-from rest_cli.cli import bestofn, demo, eval, filter, finetune, loop, rmcheck, sample, score
+from rest_cli.cli import bestofn, demo, eval, filter, finetune, from_text, loop, rmcheck, sample, score
 from rest_cli.cli.common import one_line
 from rest_cli.errors import InputError, OutputError, RestError
 
@@ -30,6 +30,7 @@ app.command("bestofn")(bestofn.bestofn)
 app.command("eval")(eval.evaluate)
 app.command("rmcheck")(rmcheck.rmcheck)
 app.command("demo-data")(demo.demo_data)
+app.command("from-text")(from_text.from_text)
 app.add_typer(loop.app, name="loop")
 
 

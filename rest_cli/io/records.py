@@ -91,7 +91,8 @@ def check_record(record: Any, required: Iterable[str], optional: Iterable[str] =
     return None
 
 
-def _open_binary_input(path: str) -> IO[bytes]:
+def open_binary_input(path: str) -> IO[bytes]:
+    """A file (decompressed if it ends in .gz) or stdin for "-", as bytes; a missing file is an InputError."""
     if path == STDIO:
         return sys.stdin.buffer
     try:
@@ -146,7 +147,7 @@ class RecordReader:
         self.first_problem: str | None = None
 
     def __iter__(self) -> Iterator[Record]:
-        stream = _open_binary_input(self.path)
+        stream = open_binary_input(self.path)
         try:
             yield from self._records(stream)
         finally:
