@@ -1,4 +1,7 @@
-"""What every subcommand shares: input/output options, one-line errors, stderr reporting."""
+"""What every subcommand shares: input/output options, one-line errors, stderr reporting.
+
+Progress displays are in `cli/progress.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,13 @@ import functools
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Annotated
 
 import typer
 
 from rest_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, RestError, Terminated
 from rest_cli.io.records import RecordReader
-
-T = TypeVar("T")
 
 InputArg = Annotated[str, typer.Argument(
     help="JSONL input: a path, or '-' for stdin. Files ending in .gz are decompressed.")]
@@ -92,19 +93,3 @@ def report_skipped(command: str, reader: RecordReader) -> None:
     """Say how many invalid records --skip-invalid passed over, and the first one."""
     if reader.skipped:
         log(command, f"skipped {reader.skipped} invalid record(s); first: {reader.first_problem}")
-
-
-def progress(items: Iterable[T], description: str) -> Iterator[T]:
-    """Count items through a rich progress display on stderr, when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (SpinnerColumn(), TextColumn(description), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=None)
-        for item in items:
-            yield item
-            bar.advance(task)

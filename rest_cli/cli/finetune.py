@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, log
+from rest_cli.cli.progress import Ticker, duration, interval
 from rest_cli.train.objectives import objective_names
 from rest_cli.train.options import FinetuneOptions
 
@@ -96,6 +97,9 @@ def finetune(
         show_default="on for CUDA that supports it, off on CPU", rich_help_panel=_RUN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.",
                                                    rich_help_panel=_RUN)] = None,
+    tensorboard: Annotated[Optional[str], typer.Option(
+        metavar="DIR", help="Also write TensorBoard event files here: train loss, learning rate, tokens/s, "
+                            "validation loss. Needs the tensorboard extra.", rich_help_panel=_RUN)] = None,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Train by NLL on `src` -> `hyp` (else `ref`), each record's token losses times its `weight`.
@@ -106,6 +110,7 @@ def finetune(
     """
     from rest_cli.train.distributed import is_main_process
     from rest_cli.train.run import finetune as train
+    from rest_cli.train.tensorboard import TensorBoardLog
 
     options = FinetuneOptions(
         preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,
@@ -114,11 +119,13 @@ def finetune(
         clip_norm=clip_norm, max_length=max_length, seed=seed, valid_every=valid_every, patience=patience,
         checkpoint_every=checkpoint_every, log_every=log_every, device=device, bf16=bf16, threads=threads,
         skip_invalid=skip_invalid)
-    if not is_main_process():  # under torchrun, rank 0 alone reports
+    events = TensorBoardLog(tensorboard) if tensorboard is not None else None  # fails now if not installed
+    if not is_main_process():  # under torchrun, rank 0 alone reports and writes events
         train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last)
         return
     say = lambda message: log("finetune", message)  # noqa: E731
-    with _reporter() as on_progress:
+    with _reporter() as report, events or contextlib.nullcontext():
+        on_progress = report if events is None else lambda progress: (report(progress), events(progress))
         record = train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last,
                        on_progress=on_progress, on_message=say)
     say(summary(output, record))
@@ -145,21 +152,13 @@ def _metrics(progress) -> str:
     return text + f"tok/s {progress.tokens_per_s:.0f} eta {duration(progress.eta_s)}"
 
 
-def duration(seconds: float) -> str:
-    """Seconds as `45s`, `1m20s` or `2h05m`."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 @contextlib.contextmanager
-def _reporter() -> Iterator[Callable]:
-    """A progress callback: a rich bar on a terminal, else one log line per log interval."""
+def _reporter(ticker: Ticker | None = None) -> Iterator[Callable]:
+    """A progress callback: a rich bar on a terminal; in a log, a line at the end of each log interval
+    and validation, and between them one every REST_PROGRESS_INTERVAL seconds (the first after 10 s)."""
     if not sys.stderr.isatty():
-        yield lambda progress: log("finetune", describe(progress)) if progress.logged else None
+        ticker = ticker or Ticker(interval())
+        yield lambda progress: log("finetune", describe(progress)) if ticker.due(progress.logged) else None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -14,9 +14,9 @@ from rest_cli.cli.common import (
     SkipInvalidOpt,
     handles_errors,
     log,
-    progress,
     report_skipped,
 )
+from rest_cli.cli.progress import count_lines, progress
 from rest_cli.errors import UsageError
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.io.resumable import ResumableOutput, file_identity
@@ -83,7 +83,9 @@ def sample(
     sampler = Sampler(model, engine)
     _announce(sampler, model, decode, part)
     stats = SampleStats()
-    _write(progress(sampler.sample(sources, decode, stats, include_ref), "sampling"), output, resumable)
+    candidates = sampler.sample(sources, decode, stats, include_ref)
+    total = _candidates_expected(input, part, resumable, decode.n + include_ref)
+    _write(progress(candidates, "sample", "candidates", total), output, resumable)
     report_skipped("sample", reader)
     log("sample", stats.summary())
 
@@ -94,6 +96,18 @@ def _announce(sampler, model: str, decode, part: Shard | None) -> None:
     if sampler.parallel_workers > 1 and decode.beam is None:
         log("sample", f"{sampler.parallel_workers} workers: which batch each one draws depends on timing, so "
                       "the samples are not reproducible from --seed (shards are: --shard K/N)")
+
+
+def _candidates_expected(input: str, part: Shard | None, resumable: ResumableOutput | None,
+                         per_source: int) -> int | None:
+    """The candidates this run will write, for progress: None when the input is a stream."""
+    sources = count_lines(input)
+    if sources is None:
+        return None
+    if part is not None:
+        sources = len(range(part.index - 1, sources, part.count))
+    done = resumable.groups_done if resumable is not None else 0
+    return max(sources - done, 0) * per_source
 
 
 def _write(candidates, output: str, resumable: ResumableOutput | None) -> None:

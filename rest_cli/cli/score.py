@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from rest_cli.cli import options as opts  # the reward options every scoring command shares
-from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, progress, report_skipped
+from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, report_skipped
+from rest_cli.cli.progress import count_lines, progress
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.io.shards import Shard, shard_groups
 from rest_cli.rewards import build_reward, reward_names, score_records
@@ -43,7 +44,8 @@ def score(
                               needed_by=f"reward '{scorer.name}'" + (" and --shard" if part else ""))
         records = shard_groups(reader, part)
         with RecordWriter(output) as writer:
-            writer.write_all(progress(score_records(records, scorer, batch_size), f"scoring ({scorer.name})"))
+            total = count_lines(input) if part is None else None  # a shard's share of groups is unknown
+            writer.write_all(progress(score_records(records, scorer, batch_size), "score", "records", total))
             scorer.close()  # before the output is complete: a command's stray last line fails the run
     report_skipped("score", reader)
     opts.report_truncated("score", [scorer])

@@ -73,7 +73,14 @@ class TrainProgress:
     valid: float | None  # the latest validation loss
     tokens_per_s: float
     eta_s: float
-    logged: bool  # a log interval ended or a validation ran at this step
+    interval_ended: bool  # a log interval ended at this step: `loss` is its mean, as training.json has it
+    validated: bool  # a validation ran at this step: `valid` is its loss
+    lr: float  # the learning rate of this step
+
+    @property
+    def logged(self) -> bool:
+        """A log interval ended or a validation ran at this step: a moment worth a log line."""
+        return self.interval_ended or self.validated
 
 
 @dataclass
@@ -235,7 +242,7 @@ class Trainer:
             s.window = [0.0, 0.0]
         if s.step % o.checkpoint_every == 0:
             self.save_checkpoint()
-        self._report(logged or validated)
+        self._report(logged, validated)
 
     def _validate(self) -> None:
         s = self.state
@@ -252,7 +259,7 @@ class Trainer:
             self.say(f"stopping early at step {s.step}: no improvement in {s.bad_validations} validations "
                      f"(best {s.best_loss:.4f} at step {s.best_step})")
 
-    def _report(self, logged: bool) -> None:
+    def _report(self, interval_ended: bool, validated: bool) -> None:
         if self.on_progress is None:
             return
         s = self.state
@@ -262,7 +269,8 @@ class Trainer:
         eta = (self.total - s.step) * elapsed / max(s.step - first_step, 1)
         progress = TrainProgress(s.step, self.total, s.epoch, loss,
                                  s.valid_loss[-1][1] if s.valid_loss else None,
-                                 (s.tokens - first_tokens) / elapsed, eta, logged)
+                                 (s.tokens - first_tokens) / elapsed, eta, interval_ended, validated,
+                                 self.optimizer.param_groups[0]["lr"])
         try:
             self.on_progress(progress)
         except KeyboardInterrupt:  # the caller's way to stop cleanly (as a test does)
