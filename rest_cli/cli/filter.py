@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
+import orjson
 import typer
 
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+from rest_cli.io.atomic import write_file
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.select.filters import FilterSpec, FilterStats, filter_records
 
@@ -24,6 +27,9 @@ def filter(
     dedup: Annotated[bool, typer.Option(
         "--dedup", help="Per source: drop repeated hypotheses first.")] = False,
     output: OutputOpt = "-",
+    stats_path: Annotated[Optional[str], typer.Option(
+        "--stats", metavar="FILE",
+        help="Also write the counts and mean rewards, in and out, as JSON.")] = None,
     skip_invalid: SkipInvalidOpt = False,
 ) -> None:
     """Keep scored candidates that pass every given criterion; order is preserved.
@@ -38,3 +44,7 @@ def filter(
         writer.write_all(filter_records(reader, spec, stats))
     report_skipped("filter", reader)
     log("filter", stats.summary())
+    if stats.references_warning():
+        log("filter", f"warning: {stats.references_warning()}")
+    if stats_path is not None:
+        write_file(Path(stats_path), orjson.dumps(stats.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")

@@ -96,9 +96,18 @@ def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
     return top_k(kept, spec.top_k) if spec.top_k is not None else kept
 
 
+# Improve data that is more than this share references is mostly behaviour cloning again: the
+# policy's own samples, what ReST learns from, are the minority (issue seen at N=2 on Multi30k).
+MOSTLY_REFERENCES = 0.5
+
+
 @dataclass
 class FilterStats:
-    """What a filter run did, for the summary on stderr."""
+    """What a filter run did, for the summary on stderr and `--stats`.
+
+    References mixed in by `rest sample --include-ref` (`origin: ref`) are counted apart from
+    the policy's samples, so a user sees which of the two the Improve step will train on.
+    """
 
     records_in: int = 0
     records_out: int = 0
@@ -106,6 +115,9 @@ class FilterStats:
     empty_sources: int = 0
     reward_in: float = 0.0
     reward_out: float = 0.0
+    refs_in: int = 0
+    refs_out: int = 0
+    ref_reward_out: float = 0.0
 
     def add(self, group: list[Record], kept: list[Record]) -> None:
         self.records_in += len(group)
@@ -114,13 +126,54 @@ class FilterStats:
         self.empty_sources += not kept
         self.reward_in += math.fsum(r["reward"] for r in group)
         self.reward_out += math.fsum(r["reward"] for r in kept)
+        self.refs_in += sum(r.get("origin") == "ref" for r in group)
+        kept_refs = [r["reward"] for r in kept if r.get("origin") == "ref"]
+        self.refs_out += len(kept_refs)
+        self.ref_reward_out += math.fsum(kept_refs)
+
+    @property
+    def reference_share(self) -> float | None:
+        """The share of kept records that are references; None when no reference was in the input."""
+        return self.refs_out / self.records_out if self.refs_in and self.records_out else None
 
     def summary(self) -> str:
         share = 100.0 * self.records_out / self.records_in if self.records_in else 0.0
-        return (f"{self.records_in} records in, {self.records_out} out ({share:.1f}%); "
-                f"{self.sources} sources, {self.empty_sources} left with no candidate; "
+        return (f"{self.records_in:,} records in, {self.records_out:,} out ({share:.1f}%){self._origins()}; "
+                f"{self.sources:,} sources, {self.empty_sources:,} left with no candidate; "
                 f"mean reward {_mean(self.reward_in, self.records_in)} in, "
                 f"{_mean(self.reward_out, self.records_out)} out")
+
+    def _origins(self) -> str:
+        if self.reference_share is None:
+            return ""
+        samples = self.records_out - self.refs_out
+        return (f": {samples:,} samples ({100 * (1 - self.reference_share):.1f}%, mean reward "
+                f"{_mean(self.reward_out - self.ref_reward_out, samples)}) and {self.refs_out:,} references "
+                f"({100 * self.reference_share:.1f}%, {_mean(self.ref_reward_out, self.refs_out)})")
+
+    def references_warning(self) -> str | None:
+        """A warning when most of what passed are references: fine-tuning on it is mostly BC again."""
+        if self.reference_share is None or self.reference_share <= MOSTLY_REFERENCES:
+            return None
+        return (f"references are {100 * self.reference_share:.0f}% of the kept records: training on them "
+                f"is mostly more behaviour cloning, not learning from the policy's own samples; sample more "
+                f"candidates per source (N), or filter per source (--percentile, --gamma)")
+
+    def as_dict(self) -> dict:
+        """The counts and means, for `rest filter --stats` (and the loop's report)."""
+        samples_out = self.records_out - self.refs_out
+        return {"records_in": self.records_in, "records_out": self.records_out, "sources": self.sources,
+                "empty_sources": self.empty_sources, "references_in": self.refs_in,
+                "references_out": self.refs_out, "samples_out": samples_out,
+                "reference_share": self.reference_share,
+                "mean_reward_in": _ratio(self.reward_in, self.records_in),
+                "mean_reward_out": _ratio(self.reward_out, self.records_out),
+                "mean_reward_samples_out": _ratio(self.reward_out - self.ref_reward_out, samples_out),
+                "mean_reward_references_out": _ratio(self.ref_reward_out, self.refs_out)}
+
+
+def _ratio(total: float, count: int) -> float | None:
+    return total / count if count else None
 
 
 def _mean(total: float, count: int) -> str:
@@ -141,12 +194,17 @@ def _filter_by_tau(reader: RecordReader, tau: float, stats: FilterStats) -> Iter
             stats.sources += 1
             stats.empty_sources += not kept_in_source
             source, kept_in_source = record_id, False
+        is_ref = record.get("origin") == "ref"
         stats.records_in += 1
         stats.reward_in += reward
+        stats.refs_in += is_ref
         if reward > tau:
             kept_in_source = True
             stats.records_out += 1
             stats.reward_out += reward
+            if is_ref:
+                stats.refs_out += 1
+                stats.ref_reward_out += reward
             yield record
     stats.empty_sources += not kept_in_source
 

@@ -78,6 +78,49 @@ def test_stream_summary_counts_sources_left_empty(tmp_path):
                                "mean reward 0.4900 in, 0.9250 out")
 
 
+def _with_references(records_per_source):
+    """Per source: samples with the given rewards, then its reference (reward 1), as --include-ref writes."""
+    return [record for s, rewards in records_per_source for record in
+            [{"id": s, "hyp": f"{s}{k}", "reward": r, "origin": "sample"} for k, r in enumerate(rewards)]
+            + [{"id": s, "hyp": f"{s}-ref", "reward": 1.0, "origin": "ref"}]]
+
+
+@pytest.mark.parametrize("spec", [FilterSpec(tau=0.5), FilterSpec(percentile=50)])
+def test_summary_says_how_many_kept_are_samples_and_how_many_references(tmp_path, spec):
+    records = _with_references([("a", [0.9, 0.1]), ("b", [0.2, 0.3]), ("c", [0.7, 0.8])])
+    stats = FilterStats()
+    reader = RecordReader(str(write_jsonl(tmp_path / "x.jsonl", records)), required=["reward"])
+    kept = list(filter_records(reader, spec, stats))
+    samples = [r for r in kept if r["origin"] == "sample"]
+    assert (stats.refs_in, stats.refs_out, stats.records_out - stats.refs_out) == (3, 3, len(samples))
+    facts = stats.as_dict()
+    assert facts["reference_share"] == pytest.approx(3 / len(kept))
+    assert facts["mean_reward_samples_out"] == pytest.approx(sum(r["reward"] for r in samples) / len(samples))
+    assert facts["mean_reward_references_out"] == 1.0
+    assert f"{len(samples)} samples (" in stats.summary() and "3 references (" in stats.summary()
+
+
+def test_mostly_references_is_warned_about_and_half_is_not(tmp_path):
+    stats = FilterStats()
+    # Only the references pass: the run the issue saw ("all origin: ref").
+    list(filter_records(RecordReader(str(write_jsonl(tmp_path / "x.jsonl", _with_references(
+        [("a", [0.3, 0.4]), ("b", [0.2])]))), required=["reward"]), FilterSpec(tau=0.9), stats))
+    assert stats.reference_share == 1.0
+    assert "references are 100% of the kept records" in stats.references_warning()
+    half = FilterStats()
+    list(filter_records(RecordReader(str(write_jsonl(tmp_path / "y.jsonl", _with_references(
+        [("a", [0.95, 0.4])]))), required=["reward"]), FilterSpec(tau=0.9), half))
+    assert half.reference_share == 0.5 and half.references_warning() is None
+
+
+def test_a_stream_without_references_has_no_origin_figures(tmp_path):
+    stats = FilterStats()
+    list(filter_records(RecordReader(str(write_jsonl(tmp_path / "x.jsonl", [{"id": 1, "reward": 0.8}])),
+                                     required=["reward"]), FilterSpec(tau=0.5), stats))
+    assert stats.reference_share is None and stats.references_warning() is None
+    assert "samples" not in stats.summary()
+
+
 rewards = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12)
 
 @st.composite
