@@ -2,6 +2,12 @@
 #
 #   make -f rest.mk rest G=2 I=3                  the demo (made on the fly), BC, then 2 Grow x 3 Improve steps
 #   make -f rest.mk rest TRAIN=my/train.jsonl VALID=my/valid.jsonl TEST=my/test.jsonl REWARD=chrf
+#   make -f rest.mk rest TRAIN="train.de train.en" VALID="val.de val.en" TEST="test.de test.en"
+#
+# TRAIN, VALID and TEST are JSONL records (src, ref) or two aligned plain-text files (source,
+# reference; `rest from-text` converts them into RUN/data/). Paths given on the command line are
+# relative to the directory you run make from, also with `make -C`. The settings are checked
+# before any work starts (`rest loop check`).
 #
 # Grow g:     the policy of Grow g-1 samples N candidates per training source; the references join
 #             them (--include-ref) and everything is scored.
@@ -15,6 +21,13 @@
 # Slurm allocation, see examples/slurm/); FINETUNE_LAUNCH runs the Improve steps data-parallel
 # (e.g. FINETUNE_LAUNCH="torchrun --standalone --nproc-per-node 8 --no-python").
 
+# Paths from the command line are the user's: relative to the shell's directory ($PWD), which
+# `make -C DIR` leaves as it was while make itself moves to DIR.
+FROM := $(or $(PWD),$(CURDIR))
+from_user = $(foreach p,$(1),$(if $(filter /%,$(p)),$(p),$(abspath $(FROM)/$(p))))
+$(foreach v,RUN TRAIN VALID TEST,$(if $(filter command line environment,$(origin $(v))),\
+  $(eval override $(v) := $(call from_user,$($(v))))))
+
 REST ?= rest
 RUN ?= runs/demo
 G ?= 2
@@ -27,6 +40,7 @@ SCHEDULE ?= 0.0 0.7 0.8 0.9 0.95 0.99
 LRS ?= 3e-4 2e-4 1.5e-4 1e-4 7e-5 5e-5
 IMPROVE_STEPS ?= 200
 DATA ?= $(RUN)/data
+DEMO_SPLITS := $(DATA)/train.jsonl $(DATA)/valid.jsonl $(DATA)/test.jsonl
 TRAIN ?= $(DATA)/train.jsonl
 VALID ?= $(DATA)/valid.jsonl
 TEST ?= $(DATA)/test.jsonl
@@ -48,6 +62,29 @@ SHARDS ?= 1
 LAUNCH ?=
 FINETUNE_LAUNCH ?=
 
+# The data the steps read: the JSONL given, or RUN/data/SPLIT.jsonl made from two text files.
+jsonl_of = $(if $(word 2,$(1)),$(DATA)/$(2).jsonl,$(1))
+TRAIN_JSONL := $(call jsonl_of,$(TRAIN),train)
+VALID_JSONL := $(call jsonl_of,$(VALID),valid)
+TEST_JSONL := $(call jsonl_of,$(TEST),test)
+USES_DEMO := $(filter $(DEMO_SPLITS),$(TRAIN) $(VALID) $(TEST))
+GIVEN_DATA := $(filter-out $(DEMO_SPLITS),$(TRAIN) $(VALID) $(TEST))
+
+# Every setting checked while make reads this file, so that a bad one fails in a second, not
+# after minutes of training. qv quotes NAME=VALUE as one shell word (the value may hold commas,
+# quotes, parentheses), reading the value itself so that $(call) does not split it at commas.
+qv = '$(subst ','\'',$(1)=$($(1)))'
+ifneq ($(and $(USES_DEMO),$(GIVEN_DATA)),)
+$(error rest.mk: give TRAIN, VALID and TEST together (or none of them, for the demo); given: $(GIVEN_DATA))
+endif
+SETTINGS := G I N IMPROVE_STEPS CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS BON_N CONTROLS REWARD
+CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
+  $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
+ifneq ($(CHECKED),)
+$(error $(CHECKED))
+endif
+
+comma := ,
 # REWARD as one shell word, whatever it holds: "product(use, copy-guard)" has parentheses and spaces.
 R := '$(subst ','\'',$(REWARD))'
 # The same word inside the double quotes of the Grow step's `bash -c "..."`.
@@ -60,7 +97,7 @@ FINETUNE := $(strip $(FINETUNE_LAUNCH) $(REST) finetune)
 minus1 = $(shell echo $$(($(1) - 1)))
 # The model a validation report measured: the policy of that step. (Used inside $(eval): $$$$ becomes $.)
 model_of = $$$$($(REST) loop best -r $(R) $(1))
-eval_to = $(REST) eval -r $(R) $(1) > $(2).tmp && mv $(2).tmp $(2)
+eval_to = $(REST) eval --brief -r $(R) $(1) > $(2).tmp && mv $(2).tmp $(2)
 
 # A failing command anywhere in a pipe fails the recipe: `rest sample` dying must not leave
 # `rest score` to write a complete-looking file of part of the candidates.
@@ -69,36 +106,56 @@ SHELL := bash
 
 .PHONY: rest
 .DELETE_ON_ERROR:
+# The end of every run, and of a rerun of a finished one: the results table and where the files are.
 rest: $(RUN)/results.md
+	@$(REST) loop summary $(RUN)
 
+# A step's heading in the log (commands that would print a screenful run quietly under it;
+# `make -n` shows them).
+heading = @printf '\n== %s ==\n' '$(subst ','\'',$(1))'
+
+ifneq ($(USES_DEMO),)
 # Demo data, when TRAIN, VALID and TEST are left at their defaults.
-$(DATA)/train.jsonl $(DATA)/valid.jsonl $(DATA)/test.jsonl &:
+$(DEMO_SPLITS) &:
 	$(REST) demo-data $(DATA) $(DEMO_OPTS)
+endif
+# Plain-text data: a source and a reference file, line by line, into records.
+define FROM_TEXT
+$(DATA)/$(1).jsonl: $(2)
+	@mkdir -p $$(@D)
+	$(REST) from-text $(2) -o $$@
+endef
+$(foreach s,train:TRAIN valid:VALID test:TEST,$(if $(word 2,$($(lastword $(subst :, ,$(s))))),\
+  $(eval $(call FROM_TEXT,$(firstword $(subst :, ,$(s))),$($(lastword $(subst :, ,$(s))))))))
 
 # G=0: behaviour cloning on the original data.
-$(RUN)/g0/model/config.json: $(TRAIN) $(VALID)
-	$(FINETUNE) $(TRAIN) --valid $(VALID) $(BC_OPTS) $(FINETUNE_OPTS) --output $(RUN)/g0/model
+$(RUN)/g0/model/config.json: $(TRAIN_JSONL) $(VALID_JSONL)
+	$(call heading,BC (Grow 0): behaviour cloning on $(TRAIN_JSONL))
+	$(FINETUNE) $(TRAIN_JSONL) --valid $(VALID_JSONL) $(BC_OPTS) $(FINETUNE_OPTS) --output $(RUN)/g0/model
 $(RUN)/g0/valid.json: $(RUN)/g0/model/config.json
-	$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID),$@)
+	@$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID_JSONL),$@)
 $(RUN)/g0/policy: $(RUN)/g0/valid.json
-	echo $(RUN)/g0/model > $@.tmp && mv $@.tmp $@
+	@echo $(RUN)/g0/model > $@.tmp && mv $@.tmp $@
 
 define GROW
 # Grow $(1): sample with the policy of Grow $(call minus1,$(1)), references included, all scored,
 # in SHARDS shards (each its own share of the sources and its own seed) joined in one file.
-$(RUN)/g$(1)/shard-%.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN)
+$(RUN)/g$(1)/shard-%.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN_JSONL)
 	@mkdir -p $$(@D)
+	$(call heading,Grow $(1)$(if $(filter-out 1,$(SHARDS)), (shard $$*/$(SHARDS))): $(N) samples per source \
+	  from the policy of Grow $(call minus1,$(1)) and the references$(comma) scored by $(REWARD))
 	$(LAUNCH) bash -o pipefail -c "$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(1) --shard $$*/$(SHARDS) \
-	  $(SAMPLE_OPTS) $(TRAIN) | $(REST) score -r $(R_IN_DQ) -o $$@"
+	  $(SAMPLE_OPTS) $(TRAIN_JSONL) | $(REST) score -r $(R_IN_DQ) -o $$@"
 $(RUN)/g$(1)/candidates.jsonl.gz: $(foreach k,$(SHARD_IDS),$(RUN)/g$(1)/shard-$(k).jsonl.gz)
-	cat $$^ > $$@.tmp && mv $$@.tmp $$@
-# Once joined, the shards go (they would double the disk the candidates take).
+	@cat $$^ > $$@.tmp && mv $$@.tmp $$@ && rm -f $$^
+# Once joined, the shards go (they would double the disk the candidates take); a missing shard
+# is no reason to sample again.
 .INTERMEDIATE: $(foreach k,$(SHARD_IDS),$(RUN)/g$(1)/shard-$(k).jsonl.gz)
 $(RUN)/g$(1)/i0/valid.json: $(RUN)/g$(call minus1,$(1))/policy
 	@mkdir -p $$(@D)
-	$(call eval_to,-m $$$$(cat $$<) $(EVAL_OPTS) $(VALID),$$@)
+	@$(call eval_to,-m $$$$(cat $$<) $(EVAL_OPTS) $(VALID_JSONL),$$@)
 $(RUN)/g$(1)/policy: $(foreach i,0 $(IMPROVES),$(RUN)/g$(1)/i$(i)/valid.json)
-	$(REST) loop best -r $(R) $$^ > $$@.tmp && mv $$@.tmp $$@
+	@$(REST) loop best -r $(R) $$^ > $$@.tmp && mv $$@.tmp $$@
 endef
 
 define IMPROVE
@@ -106,17 +163,19 @@ define IMPROVE
 # prints its decision (rising or stopped); when it fails, the recipe fails and nothing is marked.
 $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(shell seq 0 $(call minus1,$(2))),$(RUN)/g$(1)/i$(j)/valid.json)
 	@mkdir -p $$(@D) && rm -f $$(@D)/skipped
-	decision=$$$$($(REST) loop rising -r $(R) $$(wordlist 2,99,$$^)) && \
+	$(call heading,Grow $(1) Improve $(2): FILTER=$(FILTER) from SCHEDULE$(comma) then $(IMPROVE_STEPS) steps \
+	  at lr $(word $(2),$(LRS)) from the best policy so far)
+	@decision=$$$$($(REST) loop rising -r $(R) $$(wordlist 2,99,$$^)) && \
 	if [ "$$$$decision" = rising ]; then \
 	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
-	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz && \
+	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz --stats $$(@D)/data.stats.json && \
 	  $(FINETUNE) $$(@D)/data.jsonl.gz --init $(call model_of,$$(lastword $$^)) --lr $(word $(2),$(LRS)) \
-	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID) $(FINETUNE_OPTS) --output $$(@D)/model && \
-	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID),$$@); \
+	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID_JSONL) $(FINETUNE_OPTS) --output $$(@D)/model && \
+	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID_JSONL),$$@); \
 	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@.tmp && mv $$@.tmp $$@; fi
 $(RUN)/test/g$(1)-i$(2).json: $(RUN)/g$(1)/i$(2)/valid.json
 	@mkdir -p $$(@D)
-	$(call eval_to,-m $(call model_of,$$<) $(TEST_OPTS) $(TEST),$$@)
+	@$(call eval_to,-m $(call model_of,$$<) $(TEST_OPTS) $(TEST_JSONL),$$@)
 endef
 
 $(foreach g,$(GROWS),$(eval $(call GROW,$(g))))
@@ -127,30 +186,33 @@ FINAL := $(RUN)/g$(G)/policy
 # Test-set figures of BC, and Best-of-N curves of BC and of the final policy.
 $(RUN)/test/bc.json: $(RUN)/g0/policy
 	@mkdir -p $(@D)
-	$(call eval_to,-m $(RUN)/g0/model $(TEST_OPTS) $(TEST),$@)
+	$(call heading,Test set: BC)
+	@$(call eval_to,-m $(RUN)/g0/model $(TEST_OPTS) $(TEST_JSONL),$@)
 $(RUN)/bon/bc.json $(RUN)/bon/final.json: $(RUN)/bon/%.json:
 	@mkdir -p $(@D)
+	$(call heading,Best-of-N on the test set: $(if $(filter bc,$*),BC,the final policy) for N in $(BON_N))
 	$(REST) sample -m $$(cat $(if $(filter bc,$*),$(RUN)/g0/policy,$(FINAL))) -n $(lastword $(subst $(comma), ,$(BON_N))) \
-	  $(SAMPLE_OPTS) $(TEST) | $(REST) score -r $(R) | $(REST) bestofn --curve $(BON_N) -o $@
+	  $(SAMPLE_OPTS) $(TEST_JSONL) | $(REST) score -r $(R) | $(REST) bestofn --curve $(BON_N) -o $@
 $(RUN)/bon/bc.json: $(RUN)/g0/policy
 $(RUN)/bon/final.json: $(FINAL)
-comma := ,
 
 # Controls, so that a gain is not just more training. Both start from BC on the original data:
 # trained on to convergence (early stopping on validation loss), and trained for as many steps
 # as all Improve steps that ran, at the first Improve learning rate.
 $(RUN)/control/converged/config.json: $(RUN)/g0/policy
-	$(FINETUNE) $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
+	$(call heading,Control: BC trained on the original data until validation loss stops falling)
+	$(FINETUNE) $(TRAIN_JSONL) --init $(RUN)/g0/model --valid $(VALID_JSONL) --lr $(word 1,$(LRS)) --warmup 0 \
 	  --steps $(CONTROL_MAX_STEPS) --valid-every $(IMPROVE_STEPS) --patience $(CONTROL_PATIENCE) $(FINETUNE_OPTS) \
 	  --output $(@D)
 $(RUN)/control/more/config.json: $(FINAL)
+	$(call heading,Control: BC trained on the original data for as many steps as the Improve steps)
 	steps=$$(( $$(ls -d $(RUN)/g*/i*/model 2>/dev/null | wc -l) * $(IMPROVE_STEPS) )); \
-	$(FINETUNE) $(TRAIN) --init $(RUN)/g0/model --valid $(VALID) --lr $(word 1,$(LRS)) --warmup 0 \
+	$(FINETUNE) $(TRAIN_JSONL) --init $(RUN)/g0/model --valid $(VALID_JSONL) --lr $(word 1,$(LRS)) --warmup 0 \
 	  --steps $$steps $(FINETUNE_OPTS) --output $(@D)
 $(RUN)/test/control-%.json: $(RUN)/control/%/config.json
 	@mkdir -p $(@D)
-	$(call eval_to,-m $(RUN)/control/$* $(TEST_OPTS) $(TEST),$@)
+	@$(call eval_to,-m $(RUN)/control/$* $(TEST_OPTS) $(TEST_JSONL),$@)
 
 $(RUN)/results.md: $(RUN)/test/bc.json $(foreach s,$(STEPS),$(RUN)/test/$(s).json) \
                    $(foreach c,$(CONTROLS),$(RUN)/test/control-$(c).json) $(RUN)/bon/bc.json $(RUN)/bon/final.json
-	$(REST) loop report $(RUN) -r $(R)
+	@$(REST) loop report $(RUN) -r $(R)

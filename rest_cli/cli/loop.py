@@ -35,7 +35,26 @@ def threshold(
         values = [float(v) for v in schedule.split()]
     except ValueError:
         raise UsageError(f"--schedule takes numbers separated by spaces, got {schedule!r}") from None
-    print(f"{pick(kind, values, step, candidates):g}")
+    value = pick(kind, values, step, candidates)
+    how = ("the schedule's values above the candidates' mean reward" if kind == "tau"
+           else "per source, from the schedule")
+    log("loop threshold", f"Improve step {step}: --{kind} {value:g} ({how}: {schedule})")
+    print(f"{value:g}")
+
+
+@app.command("check")
+@handles_errors("loop check")
+def check(settings: Annotated[list[str], typer.Argument(
+        metavar="NAME=VALUE...", help="rest.mk's variables, e.g. G=2 'LRS=3e-4 2e-4'.")]) -> None:
+    """Check a run's settings before any work starts: silent if they are fine, else one line per problem."""
+    from rest_cli.errors import UsageError
+    from rest_cli.loop.settings import check as check_settings
+
+    pairs = [setting.partition("=") for setting in settings]
+    malformed = [setting for setting, (_, equals, _) in zip(settings, pairs) if not equals]
+    if malformed:
+        raise UsageError(f"expected NAME=VALUE, got {malformed[0]!r}")
+    check_settings({name: value for name, _, value in pairs})
 
 
 @app.command("rising")
@@ -82,4 +101,24 @@ def report(run: Annotated[Path, typer.Argument(help="The run folder.")], reward:
     write_file(layout.results("md"), markdown(results).encode())
     if plot:
         draw(results, layout.results("png"))
-    print(markdown(results), end="")
+    log("loop report", f"wrote {layout.results('md')}")
+
+
+@app.command("summary")
+@handles_errors("loop summary")
+def summary(run: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
+    """Print a finished run's results table and where its files are; warnings again on stderr."""
+    import json
+
+    from rest_cli.errors import RestError
+    from rest_cli.loop.layout import RunLayout
+    from rest_cli.loop.report import summary as describe
+
+    layout = RunLayout(run)
+    try:
+        results = json.loads(layout.results("json").read_text())
+    except (OSError, ValueError) as err:
+        raise RestError(f"{layout.results('json')}: no results of a finished run ({err})") from None
+    print(describe(results, layout), end="")
+    for warning in results.get("warnings", []):
+        log("loop summary", f"warning: {warning}")

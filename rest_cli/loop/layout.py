@@ -3,7 +3,8 @@
     RUN/data/{train,valid,test}.jsonl      the demo's data (when TRAIN/VALID/TEST are not given)
     RUN/g0/model/  RUN/g0/valid.json       BC (Grow 0): the model and its validation `rest eval` report
     RUN/gG/candidates.jsonl.gz             Grow G: scored candidates (references included)
-    RUN/gG/iI/data.jsonl.gz                Improve I of Grow G: the filtered training data,
+    RUN/gG/iI/data.jsonl.gz                Improve I of Grow G: the filtered training data
+    RUN/gG/iI/data.stats.json                and its counts (`rest filter --stats`: samples, references),
     RUN/gG/iI/model/  RUN/gG/iI/valid.json   the policy and its validation report
     RUN/gG/iI/skipped                      mark: validation reward had stopped rising, nothing trained
     RUN/gG/i0/valid.json                   Grow G's starting policy, measured before any Improve step
@@ -57,6 +58,9 @@ class RunLayout:
     def skipped_mark(self, name: str) -> Path:
         return self.step_dir(name) / "skipped"
 
+    def filter_stats(self, name: str) -> Path:
+        return self.step_dir(name) / "data.stats.json"
+
     def model(self, name: str) -> Path:
         return self.step_dir(name) / "model"
 
@@ -74,6 +78,18 @@ class RunLayout:
 
     def results(self, suffix: str) -> Path:
         return self.root / f"results.{suffix}"
+
+    def final_policy_file(self) -> Path | None:
+        """The policy file of the last Grow step (the run's final policy), None before any Grow."""
+        grows = [int(p.parent.name[1:]) for p in self.root.glob("g*/policy") if p.parent.name[1:].isdigit()]
+        return self.policy_file(max(grows)) if grows and max(grows) > 0 else None
+
+    def step_of_model(self, model: str) -> str | None:
+        """The step whose model folder `model` names (bc, g1-i2), None for another folder."""
+        target = Path(model).resolve()
+        names = [BC] + [step_name(int(g.name[1:]), int(i.name[1:])) for g in self.root.glob("g*")
+                        for i in g.glob("i*") if g.name[1:].isdigit() and i.name[1:].isdigit()]
+        return next((name for name in names if self.model(name).resolve() == target), None)
 
     def step_names(self) -> list[str]:
         """bc, then every Improve step with a test report, in loop order."""

@@ -1,7 +1,8 @@
-"""The results of a ReST run: a table (Markdown and JSON) and a plot, from the files rest.mk leaves.
+"""The results of a ReST run: tables (Markdown and JSON), warnings and a plot, from the files rest.mk leaves.
 
 Where those files are is loop/layout.py's to say: validation and test `rest eval` reports per
-policy, the marks of skipped Improve steps, and the Best-of-N curves of `rest bestofn --curve`.
+policy, the marks of skipped Improve steps, the filter's counts of each Improve step's data, the
+final policy, and the Best-of-N curves of `rest bestofn --curve`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import json
 from pathlib import Path
 
 from rest_cli.io.atomic import replacing_file
-from rest_cli.loop.layout import RunLayout
+from rest_cli.loop.layout import BC, RunLayout, parse_step_name
+from rest_cli.select.filters import MOSTLY_REFERENCES
 
 
 def _load(path: Path) -> dict | None:
@@ -27,37 +29,120 @@ def _figures(report: dict | None, reward: str) -> dict:
             "bleu": result.get("bleu"), "chrf": result.get("chrf")}
 
 
+def display_name(policy: str) -> str:
+    """How a policy is called in tables and plots: BC, ReST G1 I2, control: converged."""
+    if policy == BC:
+        return "BC"
+    step = parse_step_name(policy)
+    if step is not None:
+        return f"ReST G{step[0]} I{step[1]}"
+    return policy.replace("control-", "control: ")
+
+
 def collect(run: Path, reward: str) -> dict:
-    """Every policy's validation and test figures, in loop order, plus controls and curves."""
+    """Every policy's validation and test figures in loop order, Improve data, controls, curves, warnings."""
     layout = RunLayout(run)
     rows = [{"policy": name, "skipped": layout.skipped_mark(name).exists(),
              "valid": _figures(_load(layout.valid_report(name)), reward),
-             "test": _figures(_load(layout.test_report(name)), reward)} for name in layout.step_names()]
+             "test": _figures(_load(layout.test_report(name)), reward),
+             "improve_data": _load(layout.filter_stats(name)) if name != BC else None}
+            for name in layout.step_names()]
     controls = [{"policy": p.stem, "test": _figures(_load(p), reward)} for p in layout.control_reports()]
     curves = {p.stem: _load(p) for p in layout.curves()}
-    return {"run": str(run), "reward": reward, "steps": rows, "controls": controls, "best_of_n": curves}
+    final = _final_policy(layout)
+    results = {"run": str(run), "reward": reward, "final_policy": final, "steps": rows, "controls": controls,
+               "best_of_n": curves}
+    results["warnings"] = warnings(results)
+    return results
 
 
-def _cell(value) -> str:
-    return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+def _final_policy(layout: RunLayout) -> str | None:
+    """The step the run ended on (g$(G)/policy names its model), None if it is not known."""
+    policy_file = layout.final_policy_file()
+    if policy_file is None:
+        return None
+    return layout.step_of_model(policy_file.read_text().strip())
+
+
+def warnings(results: dict) -> list[str]:
+    """What a reader must not miss: Improve steps trained mostly on references, a final policy that is BC."""
+    found = []
+    for row in results["steps"]:
+        data = row.get("improve_data")
+        if data and data.get("reference_share") is not None and data["reference_share"] > MOSTLY_REFERENCES:
+            found.append(f"{display_name(row['policy'])} trained on data that is "
+                         f"{100 * data['reference_share']:.0f}% references ({data['references_out']:,} of "
+                         f"{data['records_out']:,}): mostly behaviour cloning again; sample more candidates "
+                         f"per source (N) or filter per source (FILTER=percentile)")
+    if results.get("final_policy") == BC:
+        found.append("the final policy is BC: no Improve step raised the validation reward, so ReST "
+                     "changed nothing")
+    return found
+
+
+def _reward(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _score(value) -> str:
+    """BLEU and chrF as sacrebleu reports them: two decimals."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _share(data: dict | None) -> str:
+    if not data or data.get("reference_share") is None:
+        return "–"
+    return f"{data['records_out']:,} ({100 * (1 - data['reference_share']):.0f}% samples)"
 
 
 def markdown(results: dict) -> str:
-    """The results as Markdown tables."""
-    lines = [f"# ReST results: {results['run']} (reward `{results['reward']}`)", "",
-             "| policy | valid reward | test reward (greedy) | test reward (sampled) "
-             "| test BLEU | test chrF |",
-             "|---|---|---|---|---|---|"]
+    """The results as Markdown: the policy table, Best-of-N, warnings."""
+    lines = [f"# ReST results: {results['run']} (reward `{results['reward']}`)", ""]
+    for warning in results.get("warnings", []):
+        lines += [f"> **Warning:** {warning}", ""]
+    lines += ["| policy | valid reward | test reward (greedy) | test reward (sampled) | test BLEU "
+              "| test chrF | Improve data |",
+              "|---|---|---:|---:|---:|---:|---|"]
     for row in results["steps"] + results["controls"]:
         valid, test = row.get("valid", {}), row["test"]
-        name = row["policy"] + (" (skipped: validation reward stopped rising)" if row.get("skipped") else "")
-        lines.append(f"| {name} | {_cell(valid.get('reward'))} | {_cell(test.get('reward'))} | "
-                     f"{_cell(test.get('sampled_reward'))} | {_cell(test.get('bleu'))} | "
-                     f"{_cell(test.get('chrf'))} |")
-    for name, curve in results["best_of_n"].items():
-        lines += ["", f"Best-of-N, {name}: " + ", ".join(
-            f"N={n}: {_cell(v)}" for n, v in zip(curve["n"], curve["mean_best_reward"]))]
+        lines.append(f"| {_policy_cell(row, results.get('final_policy'))} | {_reward(valid.get('reward'))} "
+                     f"| {_reward(test.get('reward'))} | {_reward(test.get('sampled_reward'))} "
+                     f"| {_score(test.get('bleu'))} | {_score(test.get('chrf'))} "
+                     f"| {_share(row.get('improve_data'))} |")
+    lines += _best_of_n_table(results["best_of_n"])
     return "\n".join(lines) + "\n"
+
+
+def _policy_cell(row: dict, final: str | None) -> str:
+    name = display_name(row["policy"])
+    if row["policy"] == final:
+        return f"**{name} (final)**"
+    return name + (" (skipped: validation reward stopped rising)" if row.get("skipped") else "")
+
+
+def _best_of_n_table(curves: dict) -> list[str]:
+    """Mean best reward on the test set per N (rows) and policy (columns)."""
+    if not curves:
+        return []
+    sizes = sorted({n for curve in curves.values() for n in curve["n"]})
+    by_size = {name: dict(zip(curve["n"], curve["mean_best_reward"])) for name, curve in curves.items()}
+    names = list(curves)
+    lines = ["", "Best-of-N on the test set (mean best reward of N samples):", "",
+             "| N | " + " | ".join(_curve_name(name) for name in names) + " |",
+             "|---:|" + "---:|" * len(names)]
+    lines += [f"| {n} | " + " | ".join(_reward(by_size[name].get(n)) for name in names) + " |" for n in sizes]
+    return lines
+
+
+def _curve_name(name: str) -> str:
+    return {"bc": "BC", "final": "final policy"}.get(name, name)
+
+
+def summary(results: dict, layout: RunLayout) -> str:
+    """The end of a run's log: the table, the warnings again, and where the results are."""
+    files = [layout.results(suffix) for suffix in ("md", "json", "png")]
+    paths = [f"  {path}" for path in files if path.exists()]
+    return markdown(results) + "\nResults:\n" + "\n".join(paths) + "\n"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -68,21 +153,35 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (steps_axis, bon_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = [row["policy"] for row in results["steps"]]
-    for split, style in (("valid", "o-"), ("test", "s-")):
-        steps_axis.plot(names, [row[split].get("reward") or float("nan") for row in results["steps"]], style,
-                        label=split)
-    for color, control in enumerate(results["controls"], start=2):
-        if control["test"].get("reward") is not None:
-            steps_axis.axhline(control["test"]["reward"], linestyle="--", color=f"C{color}",
-                               label=f"test, {control['policy']}")
-    steps_axis.set(title="Reward per ReST step", xlabel="policy", ylabel=f"reward ({results['reward']})")
-    steps_axis.legend()
-    for name, curve in results["best_of_n"].items():
-        bon_axis.plot(curve["n"], curve["mean_best_reward"], "o-", label=name)
-    bon_axis.set(title="Best-of-N on the test set", xlabel="N", ylabel="mean best reward", xscale="log")
-    bon_axis.legend()
+    _plot_steps(steps_axis, results)
+    _plot_best_of_n(bon_axis, results["best_of_n"])
     figure.tight_layout()
     with replacing_file(path) as out:
         figure.savefig(out, format="png", dpi=100)
     plt.close(figure)
+
+
+def _plot_steps(axis, results: dict) -> None:
+    names = [display_name(row["policy"]) for row in results["steps"]]
+    for split, style, label in (("valid", "o-", "validation (greedy)"), ("test", "s-", "test (greedy)")):
+        axis.plot(names, [row[split].get("reward") or float("nan") for row in results["steps"]], style,
+                  label=label)
+    for color, control in enumerate(results["controls"], start=2):
+        if control["test"].get("reward") is not None:
+            axis.axhline(control["test"]["reward"], linestyle="--", color=f"C{color}",
+                         label=f"test (greedy), {display_name(control['policy'])}")
+    axis.set(title="Reward per ReST step", xlabel="policy", ylabel=f"reward ({results['reward']})")
+    axis.tick_params(axis="x", labelrotation=30)
+    axis.legend()
+
+
+def _plot_best_of_n(axis, curves: dict) -> None:
+    sizes = sorted({n for curve in curves.values() for n in curve["n"]})
+    for name, curve in curves.items():
+        axis.plot(curve["n"], curve["mean_best_reward"], "o-", label=_curve_name(name))
+    axis.set(title="Best-of-N on the test set (sampled)", xlabel="N (samples per source)",
+             ylabel="mean best reward", xscale="log")
+    if sizes:  # the N values themselves, not powers of ten
+        axis.set_xticks(sizes, [str(n) for n in sizes])
+        axis.minorticks_off()
+    axis.legend()

@@ -65,6 +65,19 @@ def build_reward(spec: str | None = None, options: RewardOptions = RewardOptions
     return reward
 
 
+def check_spec(spec: str) -> None:
+    """UsageError if `spec` does not parse or names an unknown reward; builds nothing (no model loads)."""
+    pending = [parse_spec(spec)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Weighted):
+            pending.append(node.node)
+        elif isinstance(node, Call) and node.name not in _Builder.LEAVES:
+            if node.name not in COMBINATORS and node.name not in reward_names():
+                raise UsageError(f"unknown reward {node.name!r}; known rewards: {', '.join(reward_names())}")
+            pending.extend(node.args)
+
+
 def _ranged(reward: Reward, options: RewardOptions) -> Reward:
     if options.value_range is not None:
         return Scaled(reward, *parse_range(options.value_range), how="given")

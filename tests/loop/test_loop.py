@@ -61,6 +61,45 @@ def test_report_collects_steps_controls_and_curves(tmp_path):
                                            "sampled_reward": pytest.approx(0.45), "bleu": 50.0, "chrf": 70.0}
     assert results["steps"][2]["skipped"] and results["controls"][0]["policy"] == "control-more"
     text = markdown(results)
-    assert "| g2-i1 | 0.7000 | 0.6500 |" in text and "Best-of-N, bc: N=1: 0.4000, N=2: 0.6000" in text
+    assert "| ReST G2 I1 | 0.7000 | 0.6500 | 0.5500 | 50.00 | 70.00 | – |" in text
+    assert "| BC | 0.5000 |" in text and "| control: more | – | 0.5000 |" in text
+    assert "| N | BC |\n|---:|---:|\n| 1 | 0.4000 |\n| 2 | 0.6000 |" in text
+    assert results["final_policy"] is None and results["warnings"] == []  # no policy file: nothing claimed
     plot(results, tmp_path / "results.png")
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run_with_improve_data(tmp_path, reference_share, final):
+    """A run of one Grow step whose Improve step trained on data with this share of references."""
+    run = tmp_path / "run"
+    eval_report(run / "g0" / "valid.json", str(run / "g0" / "model"), 0.5)
+    eval_report(run / "test" / "bc.json", str(run / "g0" / "model"), 0.5)
+    eval_report(run / "g1" / "i1" / "valid.json", str(run / "g1" / "i1" / "model"), 0.6)
+    eval_report(run / "test" / "g1-i1.json", str(run / "g1" / "i1" / "model"), 0.6)
+    refs = round(100 * reference_share)
+    (run / "g1" / "i1" / "data.stats.json").write_text(json.dumps(
+        {"records_out": 100, "references_out": refs, "samples_out": 100 - refs,
+         "reference_share": reference_share}))
+    for model in ("g0/model", "g1/i1/model"):
+        (run / model).mkdir(parents=True)
+    (run / "g1" / "policy").write_text(str(run / final) + "\n")
+    return collect(run, "numbers")
+
+
+def test_improve_data_of_mostly_references_is_flagged_and_named(tmp_path):
+    results = _run_with_improve_data(tmp_path, 1.0, "g1/i1/model")
+    assert results["final_policy"] == "g1-i1"
+    assert len(results["warnings"]) == 1
+    assert results["warnings"][0].startswith(
+        "ReST G1 I1 trained on data that is 100% references (100 of 100)")
+    text = markdown(results)
+    assert f"> **Warning:** {results['warnings'][0]}" in text
+    assert "| **ReST G1 I1 (final)** |" in text and "| 100 (0% samples) |" in text
+
+
+def test_mostly_samples_is_not_flagged_and_a_final_bc_is(tmp_path):
+    results = _run_with_improve_data(tmp_path, 0.3, "g0/model")
+    assert results["final_policy"] == "bc"
+    assert results["warnings"] == ["the final policy is BC: no Improve step raised the validation reward, "
+                                   "so ReST changed nothing"]
+    assert "| **BC (final)** |" in markdown(results) and "| 100 (70% samples) |" in markdown(results)

@@ -85,6 +85,7 @@ def _grow_with_fake_rest(tmp_path, sample_exit: int, before_score: str = "", **o
     score runs the shell code `before_score`, then writes its input to its -o file."""
     fake = tmp_path / "fake-rest"
     fake.write_text("#!/bin/sh\n"
+                    'if [ "$1 $2" = "loop check" ]; then exit 0; fi\n'
                     f'if [ "$1" = sample ]; then echo "{{\\"args\\": \\"$*\\"}}"; exit {sample_exit}; fi\n'
                     f"{before_score}\n"
                     'while [ "$1" != -o ]; do shift; done; cat > "$2"\n')
@@ -95,7 +96,8 @@ def _grow_with_fake_rest(tmp_path, sample_exit: int, before_score: str = "", **o
     (tmp_path / "train.jsonl").write_text("")
     # -o: take the policy as made, so that make does not go back to train one.
     return run, make(run, "-o", str(run / "g0" / "policy"), str(run / "g1" / "candidates.jsonl.gz"),
-                     REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"), **overrides)
+                     REST=str(fake), TRAIN=str(tmp_path / "train.jsonl"), VALID=str(tmp_path / "train.jsonl"),
+                     TEST=str(tmp_path / "train.jsonl"), **overrides)
 
 
 def test_a_failing_sampler_fails_the_grow_step(tmp_path):
@@ -126,7 +128,22 @@ def test_results_table_lists_every_policy(finished_run):
     assert all(isinstance(s["test"]["reward"], float) for s in results["steps"])
     assert set(results["best_of_n"]) == {"bc", "final"}
     table = (run / "results.md").read_text()
-    assert table.count("\n| ") >= 6 and "| bc |" in table and "Best-of-N, final" in table
+    assert table.count("\n| ") >= 6 and "| BC |" in table or "| **BC (final)** |" in table
+    assert "| N | BC | final policy |" in table and "| ReST G1 I1" in table
+
+
+def test_the_log_has_a_heading_per_step_and_ends_on_the_results(finished_run):
+    run, result = finished_run
+    headings = [line for line in result.stdout.splitlines() if line.startswith("== ")]
+    assert any(h.startswith("== BC (Grow 0)") for h in headings)
+    assert any(h.startswith("== Grow 1 (shard 2/2): 2 samples per source") for h in headings)
+    assert any(h.startswith("== Grow 1 Improve 1: FILTER=tau") for h in headings)
+    assert "rest loop threshold: Improve step 1: --tau " in result.stderr
+    assert re.search(r"rest filter: .* out \(.*\): \d+ samples \(.*\) and \d+ references", result.stderr)
+    assert result.stdout.rstrip().endswith(f"Results:\n  {run}/results.md\n  {run}/results.json\n"
+                                           f"  {run}/results.png")
+    assert "rm " not in result.stdout  # the shards went in their own recipe, not in make's clean-up
+    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 150
 
 
 def test_policy_is_the_best_validated_step(finished_run):
@@ -138,7 +155,10 @@ def test_policy_is_the_best_validated_step(finished_run):
 
 def test_a_finished_loop_is_up_to_date_and_a_stopped_one_redoes_only_what_is_missing(finished_run):
     run, _ = finished_run
-    assert make(run, "-q", "rest").returncode == 0  # nothing left to do
+    assert make(run, "-q", str(run / "results.md")).returncode == 0  # nothing left to do
+    rerun = make(run, "rest")  # ... and `make rest` says where the results are
+    assert rerun.returncode == 0 and f"Results:\n  {run}/results.md" in rerun.stdout
+    assert "finetune" not in rerun.stdout + rerun.stderr and "| ReST G1 I1" in rerun.stdout
     bc_time = (run / "g0" / "model" / "config.json").stat().st_mtime_ns
     for path in ("results.md", "test/control-more.json", "bon/final.json"):
         (run / path).unlink()
@@ -154,6 +174,7 @@ def _improve_with_fake_rest(tmp_path, rising: str):
     """Improve 1 of Grow 1 with a stand-in `rest` whose `loop rising` runs the shell code `rising`."""
     fake = tmp_path / "fake-rest"
     fake.write_text("#!/bin/sh\n"
+                    'if [ "$1 $2" = "loop check" ]; then exit 0; fi\n'
                     f'if [ "$1 $2" = "loop rising" ]; then {rising}; fi\n'
                     'echo "unexpected: $*" >&2; exit 9\n')
     fake.chmod(0o755)
@@ -195,3 +216,36 @@ def test_a_composed_reward_reaches_rest_as_one_argument(tmp_path):
                                      REWARD=reward)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "reward").read_text() == reward + "\n"
+
+
+def test_bad_settings_fail_in_seconds_before_any_work(tmp_path):
+    run = tmp_path / "run"
+    result = make(run, "rest", G="0", LRS="1e-4")
+    assert result.returncode == 2
+    assert "rest loop check: error: G=0: must be at least 1, got 0 / LRS=1e-4: needs a learning rate " \
+           "per Improve step: I=2 but 1 given" in result.stderr
+    assert not run.exists()  # not even the demo data was made
+
+
+def test_data_given_in_part_is_refused(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"src": "a", "ref": "b"}\n')
+    result = make(tmp_path / "run", "rest", TRAIN=str(tmp_path / "train.jsonl"))
+    assert result.returncode == 2 and "give TRAIN, VALID and TEST together" in result.stderr
+
+
+def test_plain_text_files_relative_to_the_users_directory_become_records(tmp_path):
+    """`make -C CHECKOUT ... TRAIN="train.de train.en"` from the data's folder: the paths are the user's."""
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.de").write_text("ein\tHund\nzwei Katzen\n")
+        (tmp_path / f"{split}.en").write_text("a dog\ntwo cats\n")
+    text = {split.upper(): f"{split}.de {split}.en" for split in ("train", "valid", "test")}
+    variables = {**TINY, "REST": f"{sys.executable} -m rest_cli", "RUN": "myrun", **text}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PWD": str(tmp_path)}
+    made = subprocess.run(["make", "-C", str(REPO), "-f", "rest.mk", str(tmp_path / "myrun/data/train.jsonl"),
+                           *(f"{k}={v}" for k, v in variables.items())],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert made.returncode == 0, made.stderr
+    converted = (tmp_path / "myrun" / "data" / "train.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in converted] == [{"id": 1, "src": "ein\tHund", "ref": "a dog"},
+                                                        {"id": 2, "src": "zwei Katzen", "ref": "two cats"}]
+    assert not (REPO / "myrun").exists()
