@@ -25,7 +25,7 @@ def bestofn(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help=(
         "Sample -n candidates per source from this model directory. Without it, the input is an "
         "already sampled stream grouped by id."))] = None,
-    reward: Annotated[Optional[str], typer.Option("--reward", "-r", help=(
+    reward: Annotated[Optional[str], typer.Option("--reward", "-r", metavar="SPEC", help=(
         "Score candidates with this reward first (required with --model; without it the input "
         "must carry `reward`)."))] = None,
     reward_config: opts.RewardConfigOpt = None,

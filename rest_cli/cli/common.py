@@ -21,7 +21,8 @@ from rest_cli.io.records import RecordReader
 InputArg = Annotated[str, typer.Argument(
     help="JSONL input: a path, or '-' for stdin. Files ending in .gz are decompressed.")]
 OutputOpt = Annotated[str, typer.Option(
-    "--output", "-o", help="Write records here instead of stdout; the file appears only when complete. "
+    "--output", "-o", metavar="FILE",
+    help="Write records here instead of stdout; the file appears only when complete. "
                            ".gz compresses.")]
 SkipInvalidOpt = Annotated[bool, typer.Option(
     "--skip-invalid", help="Skip malformed records (counted on stderr) instead of stopping at the first.")]

@@ -37,7 +37,7 @@ def evaluate(
         help="Further model directories (with --model), or files of outputs of the same sources "
              "(without), shown with deltas against the first (repeatable).")] = None,
     reward: Annotated[Optional[list[str]], typer.Option(
-        "--reward", "-r", help="Reward(s) to report (repeatable).")] = None,
+        "--reward", "-r", metavar="SPEC", help="Reward(s) to report (repeatable).")] = None,
     reward_config: opts.RewardConfigOpt = None,
     reward_range: opts.RewardRangeOpt = None,
     calibrate: opts.CalibrateOpt = None,

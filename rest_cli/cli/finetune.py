@@ -6,16 +6,29 @@ Defaults come from rest_cli.train.options, which imports no torch: `rest --help`
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, log
 from rest_cli.cli.progress import Ticker, duration, interval
+from rest_cli.models.base import scratch_presets
 from rest_cli.train.objectives import objective_names
 from rest_cli.train.options import FinetuneOptions
+
+# Choices, so that help lists them and a typo fails before any work (names read from their registries).
+Preset = Literal[tuple(scratch_presets())]
+Objective = Literal[tuple(objective_names())]
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
 
 D = FinetuneOptions()  # the defaults
 
@@ -43,9 +56,8 @@ def finetune(
         help="Stop after N validations without improvement (needs --valid).", rich_help_panel=_VALID)] = None,
     save_last: Annotated[Optional[str], typer.Option(
         help="Also write the last checkpoint to this model directory.", rich_help_panel=_VALID)] = None,
-    preset: Annotated[Optional[str], typer.Option(
-        help="Model shape: tiny, demo, small, base or iwslt.", show_default="base",
-        rich_help_panel=_MODEL)] = None,
+    preset: Annotated[Optional[Preset], typer.Option(
+        help="Model shape, from scratch.", show_default="base", rich_help_panel=_MODEL)] = None,
     d_model: Annotated[Optional[int], typer.Option(help="Override the preset's width.",
                                                    rich_help_panel=_MODEL)] = None,
     layers: Annotated[Optional[int], typer.Option(
@@ -64,8 +76,8 @@ def finetune(
                                                  rich_help_panel=_OPTIM)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the data, if --steps is not given.",
                                                   rich_help_panel=_OPTIM)] = None,
-    objective: Annotated[str, typer.Option(
-        help=f"The Improve loss: {', '.join(objective_names())}.", rich_help_panel=_OPTIM)] = D.objective,
+    objective: Annotated[Objective, typer.Option(
+        help="The Improve loss (docs/finetune.md).", rich_help_panel=_OPTIM)] = D.objective,
     lr: Annotated[float, typer.Option(
         help="Peak learning rate (the ReST loop lowers it at each Improve step).",
         rich_help_panel=_OPTIM)] = D.lr,
@@ -90,8 +102,9 @@ def finetune(
                                                   rich_help_panel=_RUN)] = D.checkpoint_every,
     log_every: Annotated[int, typer.Option(help="Log and record the training loss every N steps.",
                                            rich_help_panel=_RUN)] = D.log_every,
-    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.",
-                                        rich_help_panel=_RUN)] = D.device,
+    device: Annotated[str, typer.Option(
+        metavar="[auto|cpu|cuda|cuda:N]", callback=_check_device,
+        help="auto: cuda when available.", rich_help_panel=_RUN)] = D.device,
     bf16: Annotated[Optional[bool], typer.Option(
         "--bf16/--no-bf16", help="bfloat16 autocast.",
         show_default="on for CUDA that supports it, off on CPU", rich_help_panel=_RUN)] = None,

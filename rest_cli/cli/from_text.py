@@ -14,7 +14,7 @@ def from_text(
     source: Annotated[str, typer.Argument(
         metavar="SOURCE", help="Source sentences, one a line ('-' for stdin; .gz is decompressed).")],
     reference: Annotated[Optional[str], typer.Argument(
-        metavar="[REFERENCE]", help="Their references, line by line (leave out for sources only).")] = None,
+        metavar="REFERENCE", help="Their references, line by line (leave out for sources only).")] = None,
     skip_empty: Annotated[bool, typer.Option(
         "--skip-empty",
         help="Leave out pairs with an empty line (counted on stderr) instead of stopping.")] = False,

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
 from rest_cli.cli.common import handles_errors, log
+from rest_cli.loop.settings import FILTER_KINDS
 
 app = typer.Typer(
     help="Helpers for the ReST loop in rest.mk: thresholds, early stopping, policy choice, report.",
     no_args_is_help=True)
 Reports = Annotated[list[str], typer.Argument(
     help="`rest eval` reports on the validation set, in step order.")]
-RewardOpt = Annotated[str, typer.Option("--reward", "-r", help="The reward the loop optimises.")]
+RewardOpt = Annotated[str, typer.Option(
+    "--reward", "-r", metavar="SPEC", help="The reward the loop optimises.")]
 
 
 @app.command("threshold")
@@ -23,7 +25,7 @@ def threshold(
     step: Annotated[int, typer.Option(help="Improve step, from 1.")],
     schedule: Annotated[str, typer.Option(
         help="Rising thresholds, space separated.")] = "0.0 0.7 0.8 0.9 0.95 0.99",
-    kind: Annotated[str, typer.Option(help="tau, percentile or gamma.")] = "tau",
+    kind: Annotated[Literal[FILTER_KINDS], typer.Option(help="The filter's kind.")] = "tau",
     candidates: Annotated[Optional[str], typer.Option(
         help="Scored candidates (tau: to skip values below their mean).")] = None,
 ) -> None:

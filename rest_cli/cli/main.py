@@ -13,11 +13,17 @@ import typer
 from rest_cli import __version__
 from rest_cli.cli import bestofn, demo, eval, filter, finetune, from_text, loop, rmcheck, sample, score
 from rest_cli.cli.common import one_line
+from rest_cli.cli.help import ReadableHelp
 from rest_cli.errors import InputError, OutputError, RestError
 
+_ABOUT = ("Reinforced Self-Training (ReST) as JSONL tools. Grow: sample | score; Improve: filter | "
+          "finetune; measure: eval, bestofn, rmcheck; data: demo-data, from-text; the loop's helpers: loop "
+          "(rest.mk runs the whole algorithm).")
 app = typer.Typer(
     name="rest",
-    help="Reinforced Self-Training (ReST) as JSONL tools: sample | score | filter | finetune.",
+    help=_ABOUT,
+    cls=ReadableHelp,
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -43,7 +49,7 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
-    """Reinforced Self-Training (ReST) as JSONL tools: sample | score | filter | finetune."""
+    """Reinforced Self-Training (ReST) as JSONL tools."""
 
 
 def main() -> None:

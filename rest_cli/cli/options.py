@@ -13,11 +13,14 @@ from rest_cli.rewards import Reward, RewardOptions
 _DEFAULTS = RewardOptions()
 
 RewardConfigOpt = Annotated[Optional[str], typer.Option(
-    "--reward-config", help="JSON or TOML file describing the reward tree, instead of --reward.")]
+    "--reward-config", metavar="FILE",
+    help="JSON or TOML file describing the reward tree, instead of --reward.")]
 RewardRangeOpt = Annotated[Optional[str], typer.Option(
-    "--reward-range", help="LO:HI of an unbounded reward, mapped linearly onto [0, 1] and clipped.")]
+    "--reward-range", metavar="LO:HI",
+    help="LO:HI of an unbounded reward, mapped linearly onto [0, 1] and clipped.")]
 CalibrateOpt = Annotated[Optional[str], typer.Option(
-    "--calibrate", help="JSONL file with src and ref: its 1st-99th percentile scores set the range.")]
+    "--calibrate", metavar="FILE",
+    help="JSONL file with src and ref: its 1st-99th percentile scores set the range.")]
 RewardTimeoutOpt = Annotated[float, typer.Option(
     "--reward-timeout", min=0.001, help="Seconds an external reward command may take for one batch.")]
 RewardRestartsOpt = Annotated[int, typer.Option(

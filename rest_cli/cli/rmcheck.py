@@ -17,7 +17,8 @@ from rest_cli.io.records import Record, RecordReader  # cli.common imports it an
 
 @handles_errors("rmcheck")
 def rmcheck(
-    reward: Annotated[Optional[str], typer.Option("--reward", "-r", help="The reward to test.")] = None,
+    reward: Annotated[Optional[str], typer.Option(
+        "--reward", "-r", metavar="SPEC", help="Required (or --reward-config): the reward to test.")] = None,
     data: Annotated[str, typer.Option(
         "--data", "-d", help="JSONL pairs with `src` and `ref` ('-' for stdin).")] = ...,
     threshold: Annotated[float, typer.Option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from itertools import islice
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -42,7 +42,8 @@ def sample(
     include_ref: Annotated[bool, typer.Option(
         "--include-ref", help="Also emit each source's `ref` as a candidate (origin: ref).")] = False,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same samples.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(
+        help="auto: cuda when available.")] = "auto",
     compute_type: Annotated[str, typer.Option(
         help="auto (int8 on CPU, int8_float16 on CUDA), float32, ...")] = "auto",
     threads: Annotated[int, typer.Option(help="Threads per translator (0: CTranslate2 decides).")] = 0,

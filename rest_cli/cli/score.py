@@ -18,9 +18,10 @@ from rest_cli.rewards import build_reward, reward_names, score_records
 def score(
     input: InputArg = "-",
     reward: Annotated[Optional[str], typer.Option(
-        "--reward", "-r",
-        help=f"Reward spec: a name ({', '.join(reward_names())}), a composition such as "
-             "'product(use, copy-guard)', 'py:MODULE:FUNCTION', or 'cmd:COMMAND ARGS'.")] = None,
+        "--reward", "-r", metavar="SPEC",
+        help=f"Required (or --reward-config). Reward spec: a name ({', '.join(reward_names())}), "
+             "a composition such as 'product(use, copy-guard)', 'py:MODULE:FUNCTION', "
+             "or 'cmd:COMMAND ARGS'.")] = None,
     reward_config: opts.RewardConfigOpt = None,
     reward_range: opts.RewardRangeOpt = None,
     calibrate: opts.CalibrateOpt = None,

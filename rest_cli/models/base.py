@@ -34,8 +34,16 @@ if TYPE_CHECKING:
 KINDS: dict[str, str] = {
     "native": "rest_cli.models.native.kind:NativeKind",
 }
-# The kind `rest finetune` builds when it trains from scratch.
+# The kind `rest finetune` builds when it trains from scratch, and the shapes it comes in
+# (`--preset`), named without importing torch so that `rest finetune --help` can list them.
 SCRATCH_KIND = "native"
+SCRATCH_PRESETS = "rest_cli.models.native.config:PRESETS"
+
+
+def scratch_presets() -> list[str]:
+    """The names `rest finetune --preset` takes, smallest first."""
+    module, _, name = SCRATCH_PRESETS.partition(":")
+    return list(getattr(importlib.import_module(module), name))
 
 
 class ModelLoadError(ValueError):
