@@ -30,8 +30,10 @@ test-fast: lint
 lint: install
 	$(BIN)/ruff check rest_cli tests benchmarks
 
+# Paths on the command line (TRAIN=..., RUN=...) are relative to where make was started, also with
+# `make -C CHECKOUT`: the shell's PWD says where that is (make -C does not change it).
 rest: install
-	$(MAKE) -f rest.mk rest REST="$(abspath $(BIN))/rest"
+	$(MAKE) -f rest.mk rest REST="$(abspath $(BIN))/rest" USER_DIR="$(or $(PWD),$(CURDIR))"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

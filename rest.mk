@@ -22,9 +22,10 @@
 # (e.g. FINETUNE_LAUNCH="torchrun --standalone --nproc-per-node 8 --no-python").
 
 # Paths from the command line are the user's: relative to the shell's directory ($PWD), which
-# `make -C DIR` leaves as it was while make itself moves to DIR.
-FROM := $(or $(PWD),$(CURDIR))
-from_user = $(foreach p,$(1),$(if $(filter /%,$(p)),$(p),$(abspath $(FROM)/$(p))))
+# `make -C DIR` leaves as it was while make itself moves to DIR. (A shell between two makes resets
+# PWD, so the checkout's Makefile passes USER_DIR down.)
+USER_DIR ?= $(or $(PWD),$(CURDIR))
+from_user = $(foreach p,$(1),$(if $(filter /%,$(p)),$(p),$(abspath $(USER_DIR)/$(p))))
 $(foreach v,RUN TRAIN VALID TEST,$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $(call from_user,$($(v))))))
 

@@ -249,3 +249,16 @@ def test_plain_text_files_relative_to_the_users_directory_become_records(tmp_pat
     assert [json.loads(line) for line in converted] == [{"id": 1, "src": "ein\tHund", "ref": "a dog"},
                                                         {"id": 2, "src": "zwei Katzen", "ref": "two cats"}]
     assert not (REPO / "myrun").exists()
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "rest").exists(),
+                    reason="the checkout's .venv is not installed")
+def test_the_checkouts_makefile_passes_the_users_directory_down(tmp_path):
+    """`make -C CHECKOUT rest RUN=run` from elsewhere: the shell between the two makes resets PWD."""
+    variables = {**TINY, "RUN": "run"}
+    result = subprocess.run(["make", "-C", str(REPO), "-n", "rest",
+                             *(f"{k}={v}" for k, v in variables.items())],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "PWD": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"demo-data {tmp_path}/run/data " in result.stdout
