@@ -164,8 +164,7 @@ def plot(results: dict, path: Path) -> None:
 def _plot_steps(axis, results: dict) -> None:
     names = [display_name(row["policy"]) for row in results["steps"]]
     for split, style, label in (("valid", "o-", "validation (greedy)"), ("test", "s-", "test (greedy)")):
-        axis.plot(names, [row[split].get("reward") or float("nan") for row in results["steps"]], style,
-                  label=label)
+        axis.plot(names, [_or_nan(row[split].get("reward")) for row in results["steps"]], style, label=label)
     for color, control in enumerate(results["controls"], start=2):
         if control["test"].get("reward") is not None:
             axis.axhline(control["test"]["reward"], linestyle="--", color=f"C{color}",
@@ -173,6 +172,11 @@ def _plot_steps(axis, results: dict) -> None:
     axis.set(title="Reward per ReST step", xlabel="policy", ylabel=f"reward ({results['reward']})")
     axis.tick_params(axis="x", labelrotation=30)
     axis.legend()
+
+
+def _or_nan(value: float | None) -> float:
+    """A missing figure as a gap in the line; a reward of 0.0 is a point like any other."""
+    return float("nan") if value is None else value
 
 
 def _plot_best_of_n(axis, curves: dict) -> None:

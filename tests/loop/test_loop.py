@@ -103,3 +103,24 @@ def test_mostly_samples_is_not_flagged_and_a_final_bc_is(tmp_path):
     assert results["warnings"] == ["the final policy is BC: no Improve step raised the validation reward, "
                                    "so ReST changed nothing"]
     assert "| **BC (final)** |" in markdown(results) and "| 100 (70% samples) |" in markdown(results)
+
+
+def test_the_plot_draws_zero_rewards_names_n_values_and_says_greedy(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rest_cli.loop.report import _plot_best_of_n, _plot_steps
+
+    results = _run_with_improve_data(tmp_path, 0.3, "g1/i1/model")
+    results["steps"][0]["test"]["reward"] = 0.0  # a reward of 0 is a point, not a gap
+    results["best_of_n"] = {"bc": {"n": [1, 2, 4, 16], "mean_best_reward": [0.1, 0.2, 0.3, 0.4]}}
+    figure, (steps_axis, bon_axis) = plt.subplots(1, 2)
+    _plot_steps(steps_axis, results)
+    _plot_best_of_n(bon_axis, results["best_of_n"])
+    test_line = next(line for line in steps_axis.get_lines() if line.get_label() == "test (greedy)")
+    assert list(test_line.get_ydata()) == [0.0, pytest.approx(0.6)]
+    assert [label.get_text() for label in steps_axis.get_xticklabels()] == ["BC", "ReST G1 I1"]
+    assert [label.get_text() for label in bon_axis.get_xticklabels()] == ["1", "2", "4", "16"]
+    plt.close(figure)
