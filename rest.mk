@@ -174,7 +174,7 @@ $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(sh
 	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID_JSONL) $(FINETUNE_OPTS) --output $$(@D)/model && \
 	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID_JSONL),$$@); \
 	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@.tmp && mv $$@.tmp $$@; fi
-$(RUN)/test/g$(1)-i$(2).json: $(RUN)/g$(1)/i$(2)/valid.json
+$(RUN)/test/g$(1)-i$(2).json: $(RUN)/g$(1)/i$(2)/valid.json $(TEST_JSONL)
 	@mkdir -p $$(@D)
 	@$(call eval_to,-m $(call model_of,$$<) $(TEST_OPTS) $(TEST_JSONL),$$@)
 endef
@@ -185,7 +185,7 @@ $(foreach g,$(GROWS),$(foreach i,$(IMPROVES),$(eval $(call IMPROVE,$(g),$(i)))))
 FINAL := $(RUN)/g$(G)/policy
 
 # Test-set figures of BC, and Best-of-N curves of BC and of the final policy.
-$(RUN)/test/bc.json: $(RUN)/g0/policy
+$(RUN)/test/bc.json: $(RUN)/g0/policy $(TEST_JSONL)
 	@mkdir -p $(@D)
 	$(call heading,Test set: BC)
 	@$(call eval_to,-m $(RUN)/g0/model $(TEST_OPTS) $(TEST_JSONL),$@)
@@ -194,8 +194,8 @@ $(RUN)/bon/bc.json $(RUN)/bon/final.json: $(RUN)/bon/%.json:
 	$(call heading,Best-of-N on the test set: $(if $(filter bc,$*),BC,the final policy) for N in $(BON_N))
 	$(REST) sample -m $$(cat $(if $(filter bc,$*),$(RUN)/g0/policy,$(FINAL))) -n $(lastword $(subst $(comma), ,$(BON_N))) \
 	  $(SAMPLE_OPTS) $(TEST_JSONL) | $(REST) score -r $(R) | $(REST) bestofn --curve $(BON_N) -o $@
-$(RUN)/bon/bc.json: $(RUN)/g0/policy
-$(RUN)/bon/final.json: $(FINAL)
+$(RUN)/bon/bc.json: $(RUN)/g0/policy $(TEST_JSONL)
+$(RUN)/bon/final.json: $(FINAL) $(TEST_JSONL)
 
 # Controls, so that a gain is not just more training. Both start from BC on the original data:
 # trained on to convergence (early stopping on validation loss), and trained for as many steps
@@ -210,7 +210,7 @@ $(RUN)/control/more/config.json: $(FINAL)
 	steps=$$(( $$(ls -d $(RUN)/g*/i*/model 2>/dev/null | wc -l) * $(IMPROVE_STEPS) )); \
 	$(FINETUNE) $(TRAIN_JSONL) --init $(RUN)/g0/model --valid $(VALID_JSONL) --lr $(word 1,$(LRS)) --warmup 0 \
 	  --steps $$steps $(FINETUNE_OPTS) --output $(@D)
-$(RUN)/test/control-%.json: $(RUN)/control/%/config.json
+$(RUN)/test/control-%.json: $(RUN)/control/%/config.json $(TEST_JSONL)
 	@mkdir -p $(@D)
 	@$(call eval_to,-m $(RUN)/control/$* $(TEST_OPTS) $(TEST_JSONL),$@)
 

@@ -235,12 +235,20 @@ def test_data_given_in_part_is_refused(tmp_path):
 
 def test_plain_text_files_relative_to_the_users_directory_become_records(tmp_path):
     """`make -C CHECKOUT ... TRAIN="train.de train.en"` from the data's folder: the paths are the user's."""
-    for split in ("train", "valid", "test"):
+    for split in ("train", "val", "test"):
         (tmp_path / f"{split}.de").write_text("ein\tHund\nzwei Katzen\n")
         (tmp_path / f"{split}.en").write_text("a dog\ntwo cats\n")
-    text = {split.upper(): f"{split}.de {split}.en" for split in ("train", "valid", "test")}
+    text = {"TRAIN": "train.de train.en", "VALID": "val.de val.en", "TEST": "test.de test.en"}
     variables = {**TINY, "REST": f"{sys.executable} -m rest_cli", "RUN": "myrun", **text}
     env = {**os.environ, "PYTHONPATH": str(REPO), "PWD": str(tmp_path)}
+    plan = subprocess.run(["make", "-C", str(REPO), "-f", "rest.mk", "-n", "rest",
+                           *(f"{k}={v}" for k, v in variables.items())],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    for split, data in (("train", "train"), ("val", "valid"), ("test", "test")):  # each split is made first
+        command = (f"from-text {tmp_path}/{split}.de {tmp_path}/{split}.en "
+                   f"-o {tmp_path}/myrun/data/{data}.jsonl")
+        assert command in plan.stdout, plan.stdout
     made = subprocess.run(["make", "-C", str(REPO), "-f", "rest.mk", str(tmp_path / "myrun/data/train.jsonl"),
                            *(f"{k}={v}" for k, v in variables.items())],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
