@@ -1,7 +1,10 @@
 """The Grow step's engine: sample (or decode) candidates from a policy with CTranslate2.
 
-Sources stream through `Translator.translate_iterable`, which batches, sorts locally by length
-and prefetches while keeping input order; only the sources in flight are held in memory.
+The policy's kind names the engine: a `Translator` for encoder-decoder models (`src` is the
+source), a `Generator` for decoder-only ones (`src` becomes the prompt, the candidate is its
+continuation). Records stream through the engine's `translate_iterable` or `generate_iterable`,
+which batch, sort locally by length and prefetch while keeping input order; only the records in
+flight are held in memory. The kind turns each record into what the engine reads (`prompts`).
 """
 
 from __future__ import annotations
@@ -11,17 +14,17 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice, tee
 from pathlib import Path
+from typing import Any
 
 from rest_cli.errors import RestError, UsageError
 from rest_cli.io.records import Record
 
-# Sources tokenized per SentencePiece call: batching the tokenizer keeps its cost in the noise.
+# Sources tokenized per tokenizer call: batching the tokenizer keeps its cost in the noise.
 _TOKENIZE_CHUNK = 512
 # The CTranslate2 class that decodes each kind of engine a policy kind names (models/base.py).
-# Decoder-only policies ("generator") come with the Hugging Face kinds.
-_ENGINES = {"translator": "Translator"}
+_ENGINES = {"translator": "Translator", "generator": "Generator"}
 # Fields a candidate gets afresh: a source record that carries them (say, a scored file fed back
 # in) must not pass a stale reward on to new candidates.
 _CANDIDATE_FIELDS = ("hyp", "k", "logprob", "origin", "reward", "reward_name", "reward_sig")
@@ -48,13 +51,27 @@ class DecodeOptions:
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise UsageError("need --temperature > 0, 0 < --top-p <= 1 and --top-k >= 0")
 
-    def ctranslate2_kwargs(self) -> dict:
-        """Options for translate_iterable. Scores are total log-probs (length_penalty 0)."""
-        common = dict(num_hypotheses=self.n, max_decoding_length=self.max_length, return_scores=True,
+    def ctranslate2_kwargs(self, prefix_length: int = 0) -> dict:
+        """Options for translate_iterable. Scores are total log-probs (length_penalty 0).
+
+        A target prefix of `prefix_length` tokens counts in CTranslate2's decoding length, not in
+        the candidate's (nor in its score).
+        """
+        common = dict(num_hypotheses=self.n, max_decoding_length=self.max_length + prefix_length,
+                      return_scores=True,
                       length_penalty=0.0, min_decoding_length=0, max_input_length=0)
+        return dict(common, **self._search())
+
+    def generator_kwargs(self) -> dict:
+        """The same options for generate_iterable: the candidate is the continuation, not the prompt."""
+        common = dict(num_hypotheses=self.n, max_length=self.max_length, return_scores=True,
+                      length_penalty=0.0, min_length=0, include_prompt_in_result=False)
+        return dict(common, **self._search())
+
+    def _search(self) -> dict:
         if self.beam is not None:
-            return dict(common, beam_size=self.beam)
-        return dict(common, beam_size=1, sampling_temperature=self.temperature, sampling_topk=self.top_k,
+            return dict(beam_size=self.beam)
+        return dict(beam_size=1, sampling_temperature=self.temperature, sampling_topk=self.top_k,
                     sampling_topp=self.top_p)
 
     def describe(self) -> str:
@@ -118,7 +135,8 @@ def resolve_engine(options: EngineOptions) -> tuple[str, str]:
 
 
 class Sampler:
-    """A policy loaded for decoding: its tokenizer and a CTranslate2 translator."""
+    """A policy loaded for decoding: its tokenizer and its CTranslate2 engine (`translator`, which is a
+    Translator or a Generator as the policy's kind says)."""
 
     def __init__(self, model_dir: str, engine: EngineOptions = EngineOptions()):
         import ctranslate2
@@ -130,7 +148,8 @@ class Sampler:
         if self.device == "cpu" and engine.device_indices != (0,):
             raise UsageError("--device-index picks GPUs, and CTranslate2 sees none here")
         self.tokenizer = load_tokenizer(model_dir)  # checks the directory first, for a clear error
-        model_path, engine_class = Path(model_dir) / CT2, _ENGINES[kind_of(model_dir).engine]
+        self.kind = kind_of(model_dir)
+        model_path, engine_class = Path(model_dir) / CT2, _ENGINES[self.kind.engine]
         # The seed must be set before the translator exists; later calls have no effect.
         ctranslate2.set_random_seed(engine.seed)
         try:
@@ -146,17 +165,28 @@ class Sampler:
         """Translator replicas decoding batches at the same time."""
         return self.engine.inter_threads * (len(self.engine.device_indices) if self.device == "cuda" else 1)
 
-    def _tokenized(self, records: Iterable[Record], pending: deque, options: DecodeOptions,
-                   stats: SampleStats) -> Iterator[list[str]]:
-        """Source pieces for CTranslate2; each record waits in `pending` until its result is back."""
+    def _input_room(self, options: DecodeOptions) -> int:
+        """The longest source or prompt, in tokens: --max-input-length, within the model's positions."""
+        limit = self.kind.position_limit(self.tokenizer)
+        if limit is None:
+            return options.max_input_length
+        if options.max_length >= limit:
+            raise UsageError(f"--max-length {options.max_length}: this policy reads at most {limit} positions"
+                             + (", its prompt included" if self.kind.engine == "generator" else ""))
+        # A decoder-only model reads the prompt and the candidate in the same positions.
+        room = limit - options.max_length if self.kind.engine == "generator" else limit
+        return min(options.max_input_length, room)
+
+    def _prompts(self, records: Iterable[Record], pending: deque, options: DecodeOptions, room: int,
+                 stats: SampleStats) -> Iterator[Any]:
+        """What the engine reads per record; each record waits in `pending` until its result is back."""
         iterator = iter(records)
         while chunk := list(islice(iterator, _TOKENIZE_CHUNK)):
-            for record, pieces in zip(chunk, self.tokenizer.encode_pieces([r["src"] for r in chunk])):
-                if len(pieces) > options.max_input_length:
-                    pieces = pieces[: options.max_input_length]
-                    stats.truncated_sources += 1
-                pending.append(record)
-                yield pieces
+            prompts = self.kind.prompts(self.tokenizer, chunk, room)
+            for record, prompt in zip(chunk, prompts):
+                stats.truncated_sources += prompt.truncated
+                pending.append((record, prompt))
+                yield prompt
 
     def sample(self, records: Iterable[Record], options: DecodeOptions, stats: SampleStats,
                include_ref: bool = False) -> Iterator[Record]:
@@ -166,19 +196,36 @@ class Sampler:
         under the policy, EOS included) and `origin: "sample"`. With `include_ref`, a source's
         `ref` follows as one more candidate with `origin: "ref"` and no `logprob`.
         """
-        pending: deque[Record] = deque()
-        results = self.translator.translate_iterable(
-            self._tokenized(records, pending, options, stats), max_batch_size=self.engine.batch_size,
-            batch_type=self.engine.batch_type, **options.ctranslate2_kwargs())
+        pending: deque[tuple[Record, Any]] = deque()
+        prompts = self._prompts(records, pending, options, self._input_room(options), stats)
+        batching = dict(max_batch_size=self.engine.batch_size, batch_type=self.engine.batch_type,
+                        **self.kind.engine_options(self.tokenizer))
+        if self.kind.engine == "generator":
+            results = self.translator.generate_iterable((p.tokens for p in prompts), **batching,
+                                                        **options.generator_kwargs())
+        elif (first := next(prompts, None)) is not None and first.prefix:  # a policy's prompts all have one
+            # Sources and target prefixes are read in step (zip_longest), so the copy holds one prompt.
+            sources, prefixes = tee(chain([first], prompts))
+            results = self.translator.translate_iterable(
+                (p.tokens for p in sources), (p.prefix for p in prefixes), **batching,
+                **options.ctranslate2_kwargs(prefix_length=len(first.prefix)))
+        else:
+            results = self.translator.translate_iterable(
+                (p.tokens for p in chain([first] if first else [], prompts)), **batching,
+                **options.ctranslate2_kwargs())
         for result in results:
-            source = pending.popleft()
+            source, prompt = pending.popleft()
             stats.sources += 1
-            yield from self._candidates(source, result, include_ref, stats)
+            yield from self._candidates(source, prompt, result, include_ref, stats)
 
-    def _candidates(self, source: Record, result, include_ref: bool, stats: SampleStats) -> Iterator[Record]:
+    def _candidates(self, source: Record, prompt, result, include_ref: bool,
+                    stats: SampleStats) -> Iterator[Record]:
         source = {key: value for key, value in source.items() if key not in _CANDIDATE_FIELDS}
-        texts = self.tokenizer.decode(result.hypotheses)
-        for k, (text, pieces, score) in enumerate(zip(texts, result.hypotheses, result.scores)):
+        # A Translator's hypotheses start with the target prefix it was given; a candidate does not.
+        candidates = (result.sequences if self.kind.engine == "generator"
+                      else [tokens[len(prompt.prefix):] for tokens in result.hypotheses])
+        texts = self.tokenizer.decode(candidates)
+        for k, (text, pieces, score) in enumerate(zip(texts, candidates, result.scores)):
             if not math.isfinite(score):  # JSON has no NaN: it would be written as null, a non-number
                 raise RestError(f"the policy gave the log-probability {score} to a candidate of source "
                                 f"{source.get('id')!r}: its weights are not finite numbers (damaged, or "

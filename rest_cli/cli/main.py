@@ -11,14 +11,26 @@ from typing import Annotated
 import typer
 
 from rest_cli import __version__
-from rest_cli.cli import bestofn, demo, eval, filter, finetune, from_text, loop, rmcheck, sample, score
+from rest_cli.cli import (
+    bestofn,
+    demo,
+    eval,
+    filter,
+    finetune,
+    from_text,
+    import_model,
+    loop,
+    rmcheck,
+    sample,
+    score,
+)
 from rest_cli.cli.common import one_line
 from rest_cli.cli.help import ReadableHelp
 from rest_cli.errors import InputError, OutputError, RestError
 
 _ABOUT = ("Reinforced Self-Training (ReST) as JSONL tools. Grow: sample | score; Improve: filter | "
-          "finetune; measure: eval, bestofn, rmcheck; data: demo-data, from-text; the loop's helpers: loop "
-          "(rest.mk runs the whole algorithm).")
+          "finetune; measure: eval, bestofn, rmcheck; data: demo-data, from-text, import; the loop's "
+          "helpers: loop (rest.mk runs the whole algorithm).")
 app = typer.Typer(
     name="rest",
     help=_ABOUT,
@@ -37,6 +49,7 @@ app.command("eval")(eval.evaluate)
 app.command("rmcheck")(rmcheck.rmcheck)
 app.command("demo-data")(demo.demo_data)
 app.command("from-text")(from_text.from_text)
+app.command("import")(import_model.import_model)
 app.add_typer(loop.app, name="loop")
 
 

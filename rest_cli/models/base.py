@@ -5,10 +5,11 @@ model class, for:
   - the tokenizer (encode, decode, special ids);
   - training batches built from tokenized records, and the forward pass to logits over them;
   - building a new model (from scratch), loading and saving one;
-  - the converter to CTranslate2 (in CTranslate2's own style: a `Converter` whose `_load()` maps
-    the weights into a spec; validation, quantization and saving are CTranslate2's);
+  - the export to CTranslate2 (through a CTranslate2 `Converter`, whose `_load()` maps the weights
+    into a spec; validation, quantization and saving are CTranslate2's);
   - which CTranslate2 engine decodes it: a `Translator` (encoder-decoder) or a `Generator`
-    (decoder-only).
+    (decoder-only), what that engine reads for each record (`prompts`: source or prompt tokens,
+    and a target prefix), and the engine options the model needs (`engine_options`: stop tokens).
 
 Kinds are registered by name and imported only when asked for; a kind's module imports torch
 and ctranslate2 inside the methods that need them, so `rest sample` and `rest --help` stay light.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 # name -> "module:Class", imported on first use.
 KINDS: dict[str, str] = {
     "native": "rest_cli.models.native.kind:NativeKind",
+    "hf-seq2seq": "rest_cli.models.hf.kind:Seq2SeqKind",
+    "hf-causal": "rest_cli.models.hf.kind:CausalKind",
 }
 # The kind `rest finetune` builds when it trains from scratch, and the shapes it comes in
 # (`--preset`), named without importing torch so that `rest finetune --help` can list them.
@@ -66,6 +69,21 @@ class Tokenizer(Protocol):
 
     def decode(self, batch: list[list[int]] | list[list[str]]) -> list[str]:
         """Texts from lists of ids or of tokens."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the decoding engine reads for one record.
+
+    `tokens`: the source (encoder-decoder) or the prompt (decoder-only), special tokens included,
+    as the engine takes them. `prefix`: tokens every candidate must start with (NLLB's and
+    M2M100's target-language token), given to the Translator as `target_prefix` and left out of
+    the candidate; empty for most models. `truncated`: the source was cut to fit.
+    """
+
+    tokens: list[str]
+    prefix: list[str] = field(default_factory=list)
+    truncated: bool = False
 
 
 @dataclass
@@ -137,10 +155,30 @@ class PolicyKind(ABC):
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """Logits [B, T, V] at the positions of `batch.labels` (model may be wrapped, e.g. in DDP)."""
 
+    # --- decoding ---
+    def prompts(self, tokenizer: Tokenizer, records: list[dict[str, Any]], max_tokens: int) -> list[Prompt]:
+        """What the engine reads for each record: its `src` as tokens, cut to `max_tokens`."""
+        pieces = tokenizer.encode_pieces([record["src"] for record in records])
+        return [Prompt(p[:max_tokens], truncated=len(p) > max_tokens) for p in pieces]
+
+    def engine_options(self, tokenizer: Tokenizer) -> dict[str, Any]:
+        """Options the engine needs for this model whatever the decoding settings (e.g. `end_token`)."""
+        return {}
+
+    def position_limit(self, tokenizer: Tokenizer) -> int | None:
+        """The most positions the exported model reads (a source; a prompt with its candidate), or None."""
+        return None
+
     # --- export ---
     @abstractmethod
-    def converter(self, model: torch.nn.Module, tokenizer: Tokenizer):
-        """A ctranslate2.converters.Converter for this model."""
+    def export(self, model: torch.nn.Module, folder: Path, out: Path) -> None:
+        """Write the CTranslate2 model of `model` into the new directory `out`.
+
+        `folder` is the model directory being written: `save_model` has just put the weights and
+        tokenizer files there, so a kind may convert from those files rather than from `model`
+        (CTranslate2's converters for Hugging Face models take a saved folder, and take apart a
+        live model they are given). `out` does not exist yet.
+        """
 
 
 _loaded: dict[str, PolicyKind] = {}

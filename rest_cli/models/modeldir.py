@@ -1,11 +1,14 @@
 """A model directory that describes itself: everything `--model DIR` needs, checked on load.
 
     DIR/
-      config.json          format name and version, the policy kind, its config, the rest version
-      (weights)            the kind's files: for `native`, model.safetensors (loading never unpickles)
-      (tokenizer)          the kind's files: for `native`, spm.model
-      ctranslate2/         the CTranslate2 export, float32; quantized when loaded (int8 on CPU)
-      training.json        how it was made: data, steps, losses, parent model, options
+      config.json          format name and version, the policy kind, its config, the rest version,
+                           and the size and hash of every other file (parts saved together)
+      (weights)            the kind's files: for `native`, model.safetensors (loading never unpickles);
+                           for the Hugging Face kinds, hf/ as save_pretrained writes it
+      (tokenizer)          the kind's files: for `native`, spm.model; for the Hugging Face kinds, the
+                           tokenizer files in hf/ and prompt.json (how a record becomes the prompt)
+      ctranslate2/         the CTranslate2 export; quantized when loaded (int8 on CPU)
+      training.json        how it was made: data, steps, losses, parent model, options (or the import)
 
 Format version 2 names the kind; a version-1 directory (no kind) holds a `native` policy. A
 directory is written whole or not at all (rest_cli.io.atomic).
@@ -221,7 +224,7 @@ def _fill(folder: Path, kind: PolicyKind, model, tokenizer_folder: Path, trainin
     config = kind.save_model(model, tokenizer_folder, folder)
     for name in kind.weight_files:  # safetensors writes them private (0600)
         usual_permissions(folder / name, 0o666)
-    kind.converter(model, kind.tokenizer(folder)).convert(str(folder / CT2), force=True)
+    kind.export(model, folder, folder / CT2)
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind.name,
               "rest_version": __version__}
     record = {**header, "model": config, "files": _parts(folder)}

@@ -122,10 +122,10 @@ class NativeKind(PolicyKind):
     def logits(self, model, batch: Batch):
         return model(**batch.inputs)
 
-    def converter(self, model, tokenizer):
+    def export(self, model, folder: Path, out: Path) -> None:
         from rest_cli.models.native.convert import native_converter
 
-        return native_converter(model, tokenizer.vocab_tokens())
+        native_converter(model, self.tokenizer(folder).vocab_tokens()).convert(str(out), force=True)
 
 
 def _padded(rows, pad_id: int):
