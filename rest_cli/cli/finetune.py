@@ -33,6 +33,7 @@ def _check_device(value: str) -> str:
 D = FinetuneOptions()  # the defaults
 
 _MODEL = "Model (from scratch)"
+_LORA = "LoRA (a Hugging Face policy, with --init)"
 _OPTIM = "Optimisation"
 _VALID = "Validation"
 _RUN = "Running"
@@ -45,8 +46,8 @@ def finetune(
         "--output", "-o", help="Model directory to write (replaced when complete). Work in progress is kept "
                                "in OUTPUT.partial/; running the same command again resumes from it.")] = ...,
     init: Annotated[Optional[str], typer.Option(
-        help="Continue training this model directory (the previous policy): its tokenizer and shape "
-             "are kept.")] = None,
+        help="Continue training this model directory (the previous policy, or a Hugging Face model made a "
+             "policy by rest import): its tokenizer and shape are kept.")] = None,
     valid: Annotated[Optional[str], typer.Option(
         help="JSONL validation records; the output is then the checkpoint of lowest validation loss.",
         rich_help_panel=_VALID)] = None,
@@ -72,6 +73,15 @@ def finetune(
     dropout: Annotated[Optional[float], typer.Option(
         help="Dropout.", show_default="the preset's 0.1, or the parent's with --init",
         rich_help_panel=_MODEL)] = None,
+    lora_rank: Annotated[Optional[int], typer.Option(
+        help="Train LoRA adapters of this rank instead of every weight; they are merged into the weights "
+             "of the model directory written.", show_default="off: full fine-tuning",
+        rich_help_panel=_LORA)] = None,
+    lora_alpha: Annotated[Optional[float], typer.Option(
+        help="The adapters' scale is alpha / rank.", show_default="2 x rank", rich_help_panel=_LORA)] = None,
+    lora_targets: Annotated[str, typer.Option(
+        help="The modules that get adapters: names, comma-separated (q_proj,v_proj), or all-linear: every "
+             "linear layer but the output layer.", rich_help_panel=_LORA)] = D.lora_targets,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (wins over --epochs).",
                                                  rich_help_panel=_OPTIM)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the data, if --steps is not given.",
@@ -86,6 +96,9 @@ def finetune(
         show_default="10% of the steps, at most 1000", rich_help_panel=_OPTIM)] = None,
     batch_tokens: Annotated[int, typer.Option(
         help="Source + target tokens per batch, padding included.", rich_help_panel=_OPTIM)] = D.batch_tokens,
+    accumulate: Annotated[int, typer.Option(
+        help="Batches per optimizer step: each step is that of one batch this many times as large.",
+        rich_help_panel=_OPTIM)] = D.accumulate,
     label_smoothing: Annotated[Optional[float], typer.Option(
         help="Label smoothing.", show_default="0.1 from scratch, 0.0 with --init",
         rich_help_panel=_OPTIM)] = None,
@@ -108,6 +121,11 @@ def finetune(
     bf16: Annotated[Optional[bool], typer.Option(
         "--bf16/--no-bf16", help="bfloat16 autocast.",
         show_default="on for CUDA that supports it, off on CPU", rich_help_panel=_RUN)] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing",
+        help="Recompute activations in the backward pass: less memory, more time, the same weights "
+             "(Hugging Face policies whose transformers class supports it).",
+        rich_help_panel=_RUN)] = D.gradient_checkpointing,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.",
                                                    rich_help_panel=_RUN)] = None,
     tensorboard: Annotated[Optional[str], typer.Option(
@@ -118,8 +136,10 @@ def finetune(
     """Train by NLL on `src` -> `hyp` (else `ref`), each record's token losses times its `weight`.
 
     From scratch a SentencePiece tokenizer is trained on the data and a --preset model built;
-    with --init the previous policy is trained further. Writes a model directory with its
-    CTranslate2 export and training.json. Interrupted runs resume when run again.
+    with --init the previous policy is trained further: a native one, or a Hugging Face one
+    (rest import), whole or through LoRA adapters (docs/models.md). Writes a model directory of
+    the same kind with its CTranslate2 export and training.json. Interrupted runs resume when
+    run again.
     """
     from rest_cli.train.distributed import is_main_process
     from rest_cli.train.run import finetune as train
@@ -127,11 +147,12 @@ def finetune(
 
     options = FinetuneOptions(
         preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,
-        dropout=dropout, objective=objective, lr=lr, warmup=warmup, steps=steps, epochs=epochs,
-        batch_tokens=batch_tokens, label_smoothing=label_smoothing, weight_decay=weight_decay,
+        dropout=dropout, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,
+        objective=objective, lr=lr, warmup=warmup, steps=steps, epochs=epochs, batch_tokens=batch_tokens,
+        accumulate=accumulate, label_smoothing=label_smoothing, weight_decay=weight_decay,
         clip_norm=clip_norm, max_length=max_length, seed=seed, valid_every=valid_every, patience=patience,
-        checkpoint_every=checkpoint_every, log_every=log_every, device=device, bf16=bf16, threads=threads,
-        skip_invalid=skip_invalid)
+        checkpoint_every=checkpoint_every, log_every=log_every, device=device, bf16=bf16,
+        gradient_checkpointing=gradient_checkpointing, threads=threads, skip_invalid=skip_invalid)
     events = TensorBoardLog(tensorboard) if tensorboard is not None else None  # fails now if not installed
     if not is_main_process():  # under torchrun, rank 0 alone reports and writes events
         train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last)

@@ -102,6 +102,29 @@ class Batch:
     tokens: int  # real input and trained tokens, for throughput
 
 
+@dataclass
+class EncodedPairs:
+    """Training pairs as token ids, in the form the kind's `collate` takes them, cut to fit.
+
+    An empty source means the record has nothing to read: training leaves it out (and counts it).
+    """
+
+    sources: list[list[int]]
+    targets: list[list[int]]
+    cut_sources: list[bool]
+    cut_targets: list[bool]  # a cut target does not end there: its end token is not trained
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How a kind prepares its model for training, besides the optimizer's settings."""
+
+    lora_rank: int | None = None  # LoRA adapters of this rank, merged into the weights before saving
+    lora_alpha: float | None = None  # their scale is alpha / rank
+    lora_targets: str = "all-linear"  # the modules that get adapters: comma-separated names, or all-linear
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass, to save memory
+
+
 class PolicyKind(ABC):
     """One kind of policy. Instances hold no state: one per kind is enough."""
 
@@ -146,14 +169,41 @@ class PolicyKind(ABC):
         """The longest sequence (source, or target plus its start token) the PyTorch model accepts."""
 
     # --- training ---
+    def encode_pairs(self, tokenizer: Tokenizer, sources: list[str], targets: list[str],
+                     languages: list[str | None], max_length: int) -> EncodedPairs:
+        """Token ids of training pairs, each side cut to `max_length` tokens; `languages`: their tgt_lang."""
+        srcs, tgts = tokenizer.encode(sources), tokenizer.encode(targets)
+        return EncodedPairs([s[:max_length] for s in srcs], [t[:max_length] for t in tgts],
+                            [len(s) > max_length for s in srcs], [len(t) > max_length for t in tgts])
+
     @abstractmethod
-    def collate(self, sources: list[np.ndarray], targets: list[np.ndarray], truncated: np.ndarray,
-                weights: np.ndarray, device: torch.device | str) -> Batch:
-        """The batch of these records: token ids per side, which targets were cut (no end token to learn)."""
+    def collate(self, tokenizer: Tokenizer, sources: list[np.ndarray], targets: list[np.ndarray],
+                truncated: np.ndarray, weights: np.ndarray, device: torch.device | str) -> Batch:
+        """The batch of these records (ids from `encode_pairs`); `truncated`: targets cut, no end to learn."""
 
     @abstractmethod
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """Logits [B, T, V] at the positions of `batch.labels` (model may be wrapped, e.g. in DDP)."""
+
+    def skips_layers(self, model: torch.nn.Module) -> bool:
+        """Whether a training step may leave parameters without a gradient (LayerDrop): DDP must know."""
+        return False
+
+    def check_training(self, config: dict[str, Any], setup: TrainingSetup) -> None:
+        """Refuse (UsageError), before any work, a setup this kind's model (`config`) cannot train with."""
+        if setup.lora_rank is not None:
+            raise UsageError(f"--lora-rank: LoRA is for Hugging Face policies (rest import), not for "
+                             f"policies of kind {self.name!r}")
+        if setup.gradient_checkpointing:
+            raise UsageError(f"--gradient-checkpointing: policies of kind {self.name!r} do not support it")
+
+    def for_training(self, model: torch.nn.Module, setup: TrainingSetup) -> torch.nn.Module:
+        """The module to train: `model` itself, or `model` with adapters (checked by `check_training`)."""
+        return model
+
+    def for_saving(self, model: torch.nn.Module, keep: bool = False) -> torch.nn.Module:
+        """The plain model of a trained module, adapters merged in; `keep`: leave `model` as it is."""
+        return model
 
     # --- decoding ---
     def prompts(self, tokenizer: Tokenizer, records: list[dict[str, Any]], max_tokens: int) -> list[Prompt]:

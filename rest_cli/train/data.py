@@ -32,6 +32,7 @@ class Pair:
     src: str
     tgt: str
     weight: float = 1.0
+    tgt_lang: str | None = None  # the target language, for a model that is told it (NLLB, M2M100)
 
 
 @dataclass
@@ -68,7 +69,8 @@ def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (
         if pair is None:
             continue
         stats.records += 1
-        digest.update(orjson.dumps([pair.src, pair.tgt, pair.weight], option=orjson.OPT_APPEND_NEWLINE))
+        hashed = [pair.src, pair.tgt, pair.weight] + ([pair.tgt_lang] if pair.tgt_lang is not None else [])
+        digest.update(orjson.dumps(hashed, option=orjson.OPT_APPEND_NEWLINE))
         if pair.weight == 0:
             stats.zero_weight += 1
             continue
@@ -82,16 +84,18 @@ def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (
 
 def _pair(record: dict, reader: RecordReader) -> Pair | None:
     target = record.get("hyp", record.get("ref"))
-    weight = record.get("weight", 1.0)
+    weight, language = record.get("weight", 1.0), record.get("tgt_lang")
     if target is None:
         problem = "the record has neither 'hyp' nor 'ref' (finetune trains on hyp, else ref)"
+    elif language is not None and not isinstance(language, str):
+        problem = f"field 'tgt_lang' must be a string, got {language!r}"
     elif weight < 0:
         problem = f"field 'weight' must not be negative, got {weight!r}"
     elif weight != 0 and not MIN_WEIGHT <= weight <= MAX_WEIGHT:
         problem = (f"field 'weight' must be 0 or between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, got {weight!r} "
                    f"(the loss is computed in float32)")
     else:
-        return Pair(record["src"], target, float(weight))
+        return Pair(record["src"], target, float(weight), language)
     return reader.reject(problem)
 
 
@@ -120,32 +124,32 @@ class TokenizedPairs:
         return np.diff(self.tgt_start)
 
 
-def tokenize_pairs(pairs: list[Pair], tokenizer: Tokenizer, max_length: int,
+def tokenize_pairs(pairs: list[Pair], kind: PolicyKind, tokenizer: Tokenizer, max_length: int,
                    stats: DataStats) -> TokenizedPairs:
-    """Encode pairs, truncating each side to `max_length` tokens and dropping empty sources
-    (counted in stats)."""
-    parts = ([_encode(pairs[start:start + _ENCODE_CHUNK], start, tokenizer, max_length, stats)
+    """Encode pairs as the policy kind trains them, truncating each side to `max_length` tokens and
+    dropping empty sources (counted in stats)."""
+    parts = ([_encode(pairs[start:start + _ENCODE_CHUNK], start, kind, tokenizer, max_length, stats)
               for start in range(0, len(pairs), _ENCODE_CHUNK)]
-             or [_encode([], 0, tokenizer, max_length, stats)])
+             or [_encode([], 0, kind, tokenizer, max_length, stats)])
     src, src_lengths, tgt, tgt_lengths, weights, cut, origin = (np.concatenate(column)
                                                                  for column in zip(*parts))
     stats.used = len(weights)
     return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut, origin)
 
 
-def _encode(pairs: list[Pair], start: int, tokenizer: Tokenizer, max_length: int,
+def _encode(pairs: list[Pair], start: int, kind: PolicyKind, tokenizer: Tokenizer, max_length: int,
             stats: DataStats) -> tuple[np.ndarray, ...]:
     # One chunk at a time, flattened at once: token lists as Python ints would take 10x the memory.
-    kept = [(i, pair, src, tgt) for i, pair, src, tgt in zip(range(start, start + len(pairs)), pairs,
-                                                            tokenizer.encode([p.src for p in pairs]),
-                                                            tokenizer.encode([p.tgt for p in pairs])) if src]
+    ids = kind.encode_pairs(tokenizer, [p.src for p in pairs], [p.tgt for p in pairs],
+                            [p.tgt_lang for p in pairs], max_length)
+    kept = [i for i, src in enumerate(ids.sources) if src]
     stats.empty_src += len(pairs) - len(kept)
-    stats.truncated += sum(len(src) > max_length or len(tgt) > max_length for _, _, src, tgt in kept)
-    srcs, tgts = [src[:max_length] for _, _, src, _ in kept], [tgt[:max_length] for *_, tgt in kept]
-    weights = np.array([pair.weight for _, pair, _, _ in kept], dtype=np.float32)
-    cut = np.array([len(tgt) > max_length for *_, tgt in kept], dtype=bool)
-    origin = np.array([i for i, *_ in kept], dtype=np.int64)
-    return (*_flat(srcs), *_flat(tgts), weights, cut, origin)
+    stats.truncated += sum(ids.cut_sources[i] or ids.cut_targets[i] for i in kept)
+    weights = np.array([pairs[i].weight for i in kept], dtype=np.float32)
+    cut = np.array([ids.cut_targets[i] for i in kept], dtype=bool)
+    origin = np.array([start + i for i in kept], dtype=np.int64)
+    return (*_flat([ids.sources[i] for i in kept]), *_flat([ids.targets[i] for i in kept]), weights, cut,
+            origin)
 
 
 def _flat(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -194,9 +198,9 @@ def _fill(order: np.ndarray, src_lens: list[int], tgt_lens: list[int], budget: i
     return batches
 
 
-def collate(data: TokenizedPairs, indices: np.ndarray, kind: PolicyKind,
+def collate(data: TokenizedPairs, indices: np.ndarray, kind: PolicyKind, tokenizer: Tokenizer,
             device: torch.device | str = "cpu") -> Batch:
     """The batch of the records `indices`, as the policy kind builds it."""
     sources = [data.src[data.src_start[i]:data.src_start[i + 1]] for i in indices.tolist()]
     targets = [data.tgt[data.tgt_start[i]:data.tgt_start[i + 1]] for i in indices.tolist()]
-    return kind.collate(sources, targets, data.cut[indices], data.weights[indices], device)
+    return kind.collate(tokenizer, sources, targets, data.cut[indices], data.weights[indices], device)

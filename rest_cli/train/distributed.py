@@ -83,12 +83,18 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        """The module to train: DDP, which also makes every rank start from rank 0's weights."""
+    def wrap(self, model: torch.nn.Module, device: torch.device,
+             skips_layers: bool = False) -> torch.nn.Module:
+        """The module to train: DDP, which also makes every rank start from rank 0's weights.
+
+        `skips_layers`: a step may leave some parameters without a gradient (LayerDrop), which DDP
+        must look for after each backward pass, or it waits for them forever.
+        """
         if not self.distributed:
             return model
         ids = [device.index] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                         find_unused_parameters=skips_layers)
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():

@@ -10,11 +10,13 @@ import os
 from dataclasses import dataclass, replace
 
 from rest_cli.errors import UsageError
-from rest_cli.models.base import SCRATCH_KIND, get_kind
+from rest_cli.models.base import SCRATCH_KIND, TrainingSetup, get_kind
 from rest_cli.train.objectives import objective_names
 
 # Options that do not change the weights: a run may resume with other values.
-NOT_FINGERPRINTED = {"threads", "device", "checkpoint_every", "log_every", "skip_invalid"}
+# Gradient checkpointing recomputes the same activations (dropout's random draws included).
+NOT_FINGERPRINTED = {"threads", "device", "checkpoint_every", "log_every", "skip_invalid",
+                     "gradient_checkpointing"}
 
 
 @dataclass
@@ -29,6 +31,10 @@ class FinetuneOptions:
     ffn_dim: int | None = None
     vocab_size: int | None = None  # upper bound on SentencePiece pieces; 8000 when None
     dropout: float | None = None  # None keeps the preset's (0.1) or the parent's
+    # LoRA, for a Hugging Face parent (--init): adapters train, merged into the weights when saved.
+    lora_rank: int | None = None  # None: full fine-tuning
+    lora_alpha: float | None = None  # the adapters' scale is alpha / rank; None = 2 x rank
+    lora_targets: str = "all-linear"  # module names, comma-separated, or every linear layer but the output
     # Optimisation.
     objective: str = "nll"  # the Improve loss, by name (rest_cli/train/objectives)
     lr: float = 5e-4  # peak rate; the ReST loop passes a lower one at each Improve step
@@ -37,6 +43,7 @@ class FinetuneOptions:
     steps: int | None = None  # wins over epochs when both are given
     epochs: int | None = None
     batch_tokens: int = 4096  # source + target tokens per batch, padding included
+    accumulate: int = 1  # batches per optimizer step: the step of one batch accumulate x as large
     label_smoothing: float | None = None  # 0.1 from scratch, 0.0 from a parent (behaviour cloning)
     weight_decay: float = 0.0
     clip_norm: float = 1.0  # 0 disables clipping
@@ -50,6 +57,7 @@ class FinetuneOptions:
     log_every: int = 100
     device: str = "auto"  # cuda when available, else cpu
     bf16: bool | None = None  # autocast to bfloat16; None = on for CUDA that supports it
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
     threads: int | None = None
     skip_invalid: bool = False
 
@@ -74,16 +82,19 @@ def resolve_options(options: FinetuneOptions, init_dir: str | os.PathLike | None
     _check_ranges(options)
     if init_dir is None:
         get_kind(SCRATCH_KIND).check_new_model(new_model_shape(options))
+    _check_lora(options)
     scratch = init_dir is None
     return replace(options, preset=(options.preset or "base") if scratch else None,
+                   lora_alpha=(2.0 * options.lora_rank if options.lora_alpha is None and options.lora_rank
+                               else options.lora_alpha),
                    vocab_size=(options.vocab_size or 8000) if scratch else None,
                    label_smoothing=options.label_smoothing if options.label_smoothing is not None
                    else (0.1 if scratch else 0.0))
 
 
 def _check_ranges(options: FinetuneOptions) -> None:
-    at_least_one = ("steps", "epochs", "batch_tokens", "max_length", "valid_every", "checkpoint_every",
-                    "log_every", "threads", "vocab_size", *_SHAPE)
+    at_least_one = ("steps", "epochs", "batch_tokens", "accumulate", "max_length", "valid_every",
+                    "checkpoint_every", "log_every", "threads", "vocab_size", "lora_rank", *_SHAPE)
     for name in at_least_one:
         value = getattr(options, name)
         if value is not None and value < 1:
@@ -95,6 +106,25 @@ def _check_ranges(options: FinetuneOptions) -> None:
     for name, value, low, high in bounded:
         if value is not None and not low <= value < high:
             raise UsageError(f"--{name} must be in [{low:g}, {high:g}), got {value:g}")
+
+
+def _check_lora(options: FinetuneOptions) -> None:
+    if options.lora_rank is None:
+        changed = [name for name, value in (("alpha", options.lora_alpha), ("targets", options.lora_targets))
+                   if value != getattr(FinetuneOptions, f"lora_{name}")]
+        if changed:
+            raise UsageError(f"--lora-{changed[0]}: give --lora-rank too (LoRA is off without it)")
+        return
+    if options.lora_alpha is not None and not options.lora_alpha > 0:
+        raise UsageError(f"--lora-alpha must be above 0, got {options.lora_alpha:g}")
+    if not options.lora_targets.strip(" ,"):
+        raise UsageError("--lora-targets: name at least one module, or give all-linear")
+
+
+def training_setup(options: FinetuneOptions) -> TrainingSetup:
+    """What the policy kind needs to prepare its model for training."""
+    return TrainingSetup(options.lora_rank, options.lora_alpha, options.lora_targets,
+                         options.gradient_checkpointing)
 
 
 def new_model_shape(options: FinetuneOptions) -> dict:

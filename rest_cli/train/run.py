@@ -31,7 +31,13 @@ from rest_cli.models.base import SCRATCH_KIND, PolicyKind, get_kind
 from rest_cli.train.data import DataStats, Pair, TokenizedPairs, load_pairs, tokenize_pairs
 from rest_cli.train.distributed import World, device_of, join_world
 from rest_cli.train.objectives import get_objective
-from rest_cli.train.options import NOT_FINGERPRINTED, FinetuneOptions, new_model_shape, resolve_options
+from rest_cli.train.options import (
+    NOT_FINGERPRINTED,
+    FinetuneOptions,
+    new_model_shape,
+    resolve_options,
+    training_setup,
+)
 from rest_cli.train.trainer import Trainer, TrainProgress
 
 
@@ -65,7 +71,9 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     say = on_message or (lambda message: None)
     kind = (get_kind(SCRATCH_KIND) if init_dir is None
             else modeldir.kind_of(modeldir.check_model_dir(init_dir)))
-    _check_max_length(options, kind, init_dir)
+    parent = modeldir.model_config(init_dir) if init_dir is not None else {}
+    _check_max_length(options, kind, parent)
+    kind.check_training(parent, training_setup(options))  # before anything is written
     device, bf16 = _setup_torch(options, world)
     if options.steps and options.epochs:
         say("--steps and --epochs both given: --steps wins")
@@ -82,15 +90,15 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
         tokenizer_folder = _main_first(
             world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
         tokenizer = kind.tokenizer(tokenizer_folder)
-        data = {name: _tokenize(pairs[name], tokenizer, options, stats[name], say, _holders(name, world),
-                                device)
+        data = {name: _tokenize(pairs[name], kind, tokenizer, options, stats[name], say,
+                                _holders(name, world), device)
                 for name in pairs}
-    model = _build_model(kind, init_dir, tokenizer.vocab_size, options)
-    if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
-        torch.manual_seed(derived_seed(options.seed, "rank", world.rank))
-    trainer = Trainer(model, kind, data["train"], data.get("valid"), options, work, fingerprint, device, bf16,
-                      on_progress, say, world)
-    _start(trainer, resuming, say)
+        model = _build_model(kind, init_dir, tokenizer.vocab_size, options)
+        if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
+            torch.manual_seed(derived_seed(options.seed, "rank", world.rank))
+        trainer = Trainer(model, kind, tokenizer, data["train"], data.get("valid"), options, work,
+                          fingerprint, device, bf16, on_progress, say, world)
+        _start(trainer, resuming, say)
     if device.type == "cpu" and options.threads is None:
         _warn_if_cores_are_busy(say)
     if device.type == "cpu" and options.bf16 is None and _cpu_multiplies_in_bf16():
@@ -107,8 +115,9 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
 
 @contextlib.contextmanager
 def _removed_on_error(work: Path, keep: bool) -> Iterator[None]:
-    """A fresh run that fails before training (bad data, a tokenizer that cannot be trained) leaves
-    nothing to resume: its work folder goes, so that it cannot block the corrected command."""
+    """A fresh run that fails before training (bad data, a tokenizer that cannot be trained, a model
+    that cannot be loaded or prepared) leaves nothing to resume: its work folder goes, so that it
+    cannot block the corrected command."""
     try:
         yield
     except RestError:
@@ -150,9 +159,9 @@ def _holders(name: str, world: World) -> World:
     return world if name == "train" else World()
 
 
-def _tokenize(pairs: list[Pair], tokenizer, options: FinetuneOptions, stats: DataStats,
+def _tokenize(pairs: list[Pair], kind: PolicyKind, tokenizer, options: FinetuneOptions, stats: DataStats,
               say: Callable[[str], None], world: World, device: torch.device) -> TokenizedPairs:
-    data = tokenize_pairs(pairs, tokenizer, options.max_length, stats)
+    data = tokenize_pairs(pairs, kind, tokenizer, options.max_length, stats)
     # Under torchrun each rank counted its own slice: the report and training.json give the totals.
     stats.used, stats.truncated, stats.empty_src, idle = (int(n) for n in world.sum(
         [stats.used, stats.truncated, stats.empty_src, not len(data)], device))
@@ -245,15 +254,15 @@ def _tokenizer_folder(kind: PolicyKind, work: Path, init_dir, pairs: Callable[[]
 
 
 def _build_model(kind: PolicyKind, init_dir, vocab_size: int, options: FinetuneOptions) -> torch.nn.Module:
-    torch.manual_seed(options.seed)  # the initial weights, then dropout, follow the seed
-    if init_dir is None:
-        return kind.new_model(vocab_size, new_model_shape(options))
-    return modeldir.load_model(init_dir, dropout=options.dropout).train()
+    torch.manual_seed(options.seed)  # the initial weights (adapters too), then dropout, follow the seed
+    model = (kind.new_model(vocab_size, new_model_shape(options)) if init_dir is None
+             else modeldir.load_model(init_dir, dropout=options.dropout))
+    return kind.for_training(model.train(), training_setup(options))
 
 
-def _check_max_length(options: FinetuneOptions, kind: PolicyKind, init_dir) -> None:
+def _check_max_length(options: FinetuneOptions, kind: PolicyKind, parent: dict[str, Any]) -> None:
     # The decoder reads BOS + max_length tokens: one position more than the longest target.
-    limit = kind.max_positions(modeldir.model_config(init_dir) if init_dir is not None else {})
+    limit = kind.max_positions(parent)
     if options.max_length >= limit:
         raise UsageError(f"--max-length must be below the model's max_positions ({limit}), "
                          f"got {options.max_length}")
@@ -286,12 +295,15 @@ def _training_record(trainer: Trainer, stats: dict[str, DataStats], init_dir, de
 
 def _write_outputs(trainer: Trainer, output_dir, tokenizer_folder: Path, record: dict,
                    save_last) -> dict[str, Any]:
-    model = trainer.model.eval().cpu()
+    # The trained module may carry adapters: each model directory gets the plain model, adapters merged.
+    model, kind, plain = trainer.model.eval().cpu(), trainer.kind, None
     if save_last is not None:
-        modeldir.save_model_dir(save_last, model, tokenizer_folder, {**record, "output": "last"})
+        plain = kind.for_saving(model, keep=trainer.best_weights is not None)
+        modeldir.save_model_dir(save_last, plain, tokenizer_folder, {**record, "output": "last"})
     if trainer.best_weights is not None:
         model.load_state_dict(trainer.best_weights)
-    modeldir.save_model_dir(output_dir, model, tokenizer_folder, record)
+        plain = None
+    modeldir.save_model_dir(output_dir, plain or kind.for_saving(model), tokenizer_folder, record)
     shutil.rmtree(trainer.work, ignore_errors=True)
     return record
 

@@ -8,6 +8,7 @@ a trainer over its rows of the same global batches (`train.distributed`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -20,7 +21,7 @@ import torch
 
 from rest_cli.errors import RestError, Terminated, UsageError
 from rest_cli.io.atomic import replacing_file
-from rest_cli.models.base import PolicyKind
+from rest_cli.models.base import PolicyKind, Tokenizer
 from rest_cli.train.data import TokenizedPairs, collate, make_batches
 from rest_cli.train.distributed import World
 from rest_cli.train.objectives import get_objective
@@ -30,8 +31,9 @@ CHECKPOINT_FORMAT = 1
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, kind: PolicyKind, data: TokenizedPairs, batch_tokens: int,
-                    device: torch.device | str = "cpu", bf16: bool = False, world: World = World()) -> float:
+def validation_loss(model: torch.nn.Module, kind: PolicyKind, tokenizer: Tokenizer, data: TokenizedPairs,
+                    batch_tokens: int, device: torch.device | str = "cpu", bf16: bool = False,
+                    world: World = World()) -> float:
     """Weighted NLL per target token over all of `data`, in eval mode (no dropout, no smoothing).
 
     Ranks of a distributed run measure every size-th batch and add up what they found.
@@ -40,7 +42,7 @@ def validation_loss(model: torch.nn.Module, kind: PolicyKind, data: TokenizedPai
     model.eval()
     batches = make_batches(data.src_lengths, data.tgt_lengths, batch_tokens, shuffle=False)
     for indices in batches[world.rank::world.size]:
-        batch = collate(data, indices, kind, device)
+        batch = collate(data, indices, kind, tokenizer, device)
         with _autocast(device, bf16):
             _, batch_nll, batch_count = objective.loss(kind.logits(model, batch), batch)
         nll, count = nll + batch_nll.item(), count + batch_count.item()
@@ -130,13 +132,13 @@ def _save_atomically(obj: Any, path: Path) -> None:
 class Trainer:
     """One run's model, optimizer, data and state; steps, validates, logs and checkpoints."""
 
-    def __init__(self, model: torch.nn.Module, kind: PolicyKind, train: TokenizedPairs,
+    def __init__(self, model: torch.nn.Module, kind: PolicyKind, tokenizer: Tokenizer, train: TokenizedPairs,
                  valid: TokenizedPairs | None, options: FinetuneOptions, work: Path, fingerprint: str,
                  device: torch.device, bf16: bool, on_progress, on_message, world: World = World()):
         self.model, self.train, self.valid, self.options = model.to(device).train(), train, valid, options
-        self.kind, self.objective = kind, get_objective(options.objective,
-                                                        label_smoothing=options.label_smoothing)
-        self.world, self.trained = world, world.wrap(self.model, device)
+        self.kind, self.tokenizer = kind, tokenizer
+        self.objective = get_objective(options.objective, label_smoothing=options.label_smoothing)
+        self.world, self.trained = world, world.wrap(self.model, device, kind.skips_layers(self.model))
         # The lengths of every rank's records, in input order, plan the batches; `local_row` says
         # which of a batch's records this rank holds (-1: another rank's).
         self.plan_src, self.plan_tgt, self.local_row = world.plan(train, device)
@@ -144,7 +146,9 @@ class Trainer:
         self.on_progress, self.say = on_progress, on_message
         # The fused kernel updates all tensors in one pass: the same numbers up to rounding, 3-7x
         # faster on CPU (iwslt shape: 34 -> 10 ms of a 2.8 s step; more where steps are short).
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, betas=(0.9, 0.98),
+        # Frozen parameters (all but LoRA's adapters) get no optimizer state.
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=options.lr, betas=(0.9, 0.98),
                                            weight_decay=options.weight_decay, fused=True)
         self.state, self.best_weights = _State(), None
         # A stop asked for by a signal, and the one all ranks agreed on at the last step: in a
@@ -152,7 +156,8 @@ class Trainer:
         self.stop_requested = self.stop_agreed = False
         self.stop_signal: int | None = None  # SIGTERM exits as "terminated", SIGINT as "interrupted"
         self._batches: tuple[int, list[np.ndarray]] | None = None
-        self.total = options.steps or sum(len(self.epoch_batches(e)) for e in range(options.epochs))
+        self.total = options.steps or sum(-(-len(self.epoch_batches(e)) // options.accumulate)
+                                          for e in range(options.epochs))
         if options.warmup is None:
             self.options = replace(options, warmup=min(1000, self.total // 10))
         self._session = (time.monotonic(), 0, 0)  # start time, step and tokens when this process began
@@ -179,7 +184,7 @@ class Trainer:
             if self.state.batch_index >= len(batches):
                 self.state.epoch, self.state.batch_index = self.state.epoch + 1, 0
                 continue
-            self._step(batches[self.state.batch_index])
+            self._step(batches[self.state.batch_index:self.state.batch_index + self.options.accumulate])
             self._after_step()
             if self._should_stop():
                 self.save_checkpoint()
@@ -195,33 +200,51 @@ class Trainer:
     def _should_stop(self) -> bool:
         return self.stop_agreed if self.world.distributed else self.stop_requested
 
-    def _step(self, indices: np.ndarray) -> None:
+    def _step(self, group: list[np.ndarray]) -> None:
+        """One optimizer step over a group of batches (--accumulate; the last of an epoch may be short).
+
+        Each batch's loss sum is backpropagated as it comes, and the gradients are divided by the
+        token count of the whole group, over all ranks, at the end: the step of one batch holding
+        them all. DDP averages gradients over ranks, so they are also multiplied by the world size.
+        """
+        for group_lr in self.optimizer.param_groups:
+            group_lr["lr"] = self.options.lr * lr_factor(self.state.step + 1, self.options.warmup)
+        self.optimizer.zero_grad(set_to_none=True)
+        count = tokens = nll = 0.0
+        for i, indices in enumerate(group):
+            # DDP exchanges gradients once, after the group's last batch.
+            exchange = i == len(group) - 1 or not self.world.distributed
+            with contextlib.nullcontext() if exchange else self.trained.no_sync():
+                batch_count, batch_tokens, batch_nll = self._backward(indices)
+            count, tokens, nll = count + batch_count, tokens + batch_tokens, nll + batch_nll
+        count, tokens, nll, stop = self.world.sum([count, tokens, nll, float(self.stop_requested)],
+                                                  self.device)
+        self.stop_agreed = stop > 0
+        self._check_finite("loss", nll / count if count else math.nan)  # summed over ranks: all stop together
+        for parameter in self.trainable:
+            if parameter.grad is not None:
+                parameter.grad.mul_(self.world.size / count)
+        if self.options.clip_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.options.clip_norm)
+            self._check_finite("gradient norm", norm.item())  # DDP made the gradients equal on all ranks
+        self.optimizer.step()
+        s = self.state
+        s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + len(group), s.tokens + int(tokens)
+        s.window = [s.window[0] + nll, s.window[1] + count]
+
+    def _backward(self, indices: np.ndarray) -> tuple[float, int, float]:
+        """Backpropagate this rank's rows of a batch; return their weighted count, tokens and NLL sum."""
         rows = self.local_row[indices]
         rows = rows[rows >= 0]
         # A rank with no row of a batch still joins the gradient exchange, with a row it ignores.
         batch = collate(self.train, rows if len(rows) else np.zeros(1, dtype=np.int64), self.kind,
-                        self.device)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.options.lr * lr_factor(self.state.step + 1, self.options.warmup)
+                        self.tokenizer, self.device)
         with _autocast(self.device, self.bf16):
             loss_sum, nll, count = self.objective.loss(self.kind.logits(self.trained, batch), batch)
         if not len(rows):
             loss_sum, nll, count, batch.tokens = loss_sum * 0.0, nll * 0.0, count * 0.0, 0
-        count, tokens, nll, stop = self.world.sum([count.item(), batch.tokens, nll.item(),
-                                                   float(self.stop_requested)], self.device)
-        self.stop_agreed = stop > 0
-        self._check_finite("loss", nll / count if count else math.nan)  # summed over ranks: all stop together
-        # DDP averages gradients over ranks: scale by the world size to get the global batch's mean.
-        loss = loss_sum * (self.world.size / count)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.options.clip_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_norm)
-            self._check_finite("gradient norm", norm.item())  # DDP made the gradients equal on all ranks
-        self.optimizer.step()
-        s = self.state
-        s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + 1, s.tokens + int(tokens)
-        s.window = [s.window[0] + nll, s.window[1] + count]
+        loss_sum.backward()
+        return count.item(), batch.tokens, nll.item()
 
     def _check_finite(self, what: str, value: float) -> None:
         """Stop before a NaN or an infinity reaches the weights: nothing is written, the checkpoint stays."""
@@ -246,8 +269,8 @@ class Trainer:
 
     def _validate(self) -> None:
         s = self.state
-        loss = validation_loss(self.model, self.kind, self.valid, self.options.batch_tokens, self.device,
-                               self.bf16, self.world)
+        loss = validation_loss(self.model, self.kind, self.tokenizer, self.valid, self.options.batch_tokens,
+                               self.device, self.bf16, self.world)
         s.valid_loss.append([s.step, loss])
         if s.best_loss is None or loss < s.best_loss:
             s.best_loss, s.best_step, s.bad_validations = loss, s.step, 0

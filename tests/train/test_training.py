@@ -20,7 +20,7 @@ from rest_cli.train.data import DataStats, Pair, collate, load_pairs, make_batch
 from rest_cli.train.objectives import get_objective
 from rest_cli.train.options import FinetuneOptions
 from rest_cli.train.run import finetune, partial_dir
-from rest_cli.train.trainer import lr_factor
+from rest_cli.train.trainer import Trainer, lr_factor
 from tests.helpers import write_jsonl
 
 NATIVE = get_kind("native")
@@ -203,9 +203,9 @@ def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
     a, b = Pair("ab cd ef", "ab cd ef"), Pair("gh", "gh")
 
     def loss(pairs):
-        data = tokenize_pairs(pairs, tokenizer, 256, DataStats("x"))
+        data = tokenize_pairs(pairs, NATIVE, tokenizer, 256, DataStats("x"))
         with torch.no_grad():
-            batch = collate(data, np.arange(len(pairs)), NATIVE)
+            batch = collate(data, np.arange(len(pairs)), NATIVE, tokenizer)
             total, nll_sum, count = get_objective("nll").loss(NATIVE.logits(model, batch), batch)
         return total / count, nll_sum, count
     weighted, nll_sum, count = loss([Pair(a.src, a.tgt, 2.0), b])
@@ -216,12 +216,53 @@ def test_the_loss_is_weighted_per_token_as_documented(tokenizer):
     assert loss([a, Pair(b.src, b.tgt, 0.0)])[0].item() == pytest.approx(loss([a])[0].item(), abs=1e-5)
 
 
+def step_gradients(model, kind, tokenizer, data, groups, tmp_path, **settings) -> list[torch.Tensor]:
+    """The gradients the optimizer steps with, over `groups` of rows of `data` (clipping off)."""
+    trainer = Trainer(model, kind, tokenizer, data, None, tiny(steps=1, clip_norm=0.0, warmup=0, **settings),
+                      tmp_path, "-", torch.device("cpu"), False, None, print)
+    trainer._step(groups)
+    return [p.grad.clone() for p in trainer.trainable]
+
+
+def assert_accumulation_is_one_big_batch(new_model, kind, tokenizer, data, tmp_path):
+    """Two batches of different sizes and weights accumulated give the gradient of one batch of both, so
+    the same optimizer step (Adam's first step is no test of it: it moves every weight by about lr)."""
+    first, second = np.arange(0, 2), np.arange(2, len(data))
+    split = step_gradients(new_model(), kind, tokenizer, data, [first, second], tmp_path, accumulate=2)
+    whole = step_gradients(new_model(), kind, tokenizer, data, [np.arange(len(data))], tmp_path)
+    alone = step_gradients(new_model(), kind, tokenizer, data, [first], tmp_path)
+    largest = max(g.abs().max().item() for g in whole)
+    worst = max((a - b).abs().max().item() for a, b in zip(split, whole))
+    assert worst < 1e-5 * largest, (worst, largest)
+    assert max((a - b).abs().max().item() for a, b in zip(alone, whole)) > 0.01 * largest  # it can fail
+
+
+def test_an_accumulated_step_is_the_step_of_one_batch_holding_them_all(tokenizer, tmp_path):
+    from rest_cli.models.native.config import config_from_preset
+    from rest_cli.models.native.transformer import Seq2SeqTransformer
+
+    def new_model():
+        torch.manual_seed(0)
+        return Seq2SeqTransformer(config_from_preset("tiny", tokenizer.vocab_size, dropout=0.0))
+    pairs = [Pair(r["src"], r["ref"], w) for r, w in zip(copy_pairs(7, seed=3), (1, 2, 1, 1, 0.5, 1, 3))]
+    data = tokenize_pairs(pairs, NATIVE, tokenizer, 256, DataStats("x"))
+    assert_accumulation_is_one_big_batch(new_model, NATIVE, tokenizer, data, tmp_path)
+
+
+def test_accumulate_makes_fewer_steps_per_epoch(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(100))
+    one, two = (finetune(str(train), tmp_path / f"m{n}", tiny(epochs=1, batch_tokens=64, accumulate=n))
+                for n in (1, 2))
+    assert two["steps"] == -(-one["steps"] // 2) and two["tokens_seen"] == one["tokens_seen"]
+    assert two["epochs"] == one["epochs"] == 1.0
+
+
 def test_truncated_targets_keep_max_length_tokens_and_learn_no_eos(tokenizer):
     stats = DataStats("x")
     data = tokenize_pairs([Pair("ab cd ef gh", "ab cd ef gh"), Pair("ab", "ab"), Pair("", "ab")],
-                          tokenizer, 2, stats)
+                          NATIVE, tokenizer, 2, stats)
     assert (stats.truncated, stats.empty_src, len(data)) == (1, 1, 2)
-    batch = collate(data, np.arange(2), NATIVE)
+    batch = collate(data, np.arange(2), NATIVE, tokenizer)
     assert batch.inputs["src_ids"].shape == (2, 2)
     assert (not batch.mask[0, 2] and batch.labels.tolist()[0][2] == PAD_ID
             and EOS_ID in batch.labels.tolist()[1])

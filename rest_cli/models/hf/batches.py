@@ -7,9 +7,8 @@ from the model's start token and the target-language token when there is one (fo
 trained), then learns the target and its end token. A target cut to --max-length has no end token
 to learn. In both, only `mask` says what is trained: padding ids are never read.
 
-The special ids come from the policy's tokenizer and config (`Specials.of`); rest's training loop
-does not pass them to `PolicyKind.collate` yet (see kind.py), so these functions are what the
-next step of the kinds calls.
+The special ids come from the policy's tokenizer and config (`Specials.of`); the kinds' `collate`
+(kind.py) calls these functions with the ids `encode_pairs` made of each record.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ def collate_seq2seq(sources: list[np.ndarray], targets: list[np.ndarray], trunca
 
 def logits(model, batch: Batch) -> torch.Tensor:
     """Logits [B, T, V] at the positions of `batch.labels` (`model` may be wrapped, e.g. in DDP)."""
-    out = model(**batch.inputs).logits
+    out = model(**batch.inputs, use_cache=False).logits  # a training forward pass keeps no cache
     config = getattr(model, "module", model).config
     if config.model_type == "marian":
         # CTranslate2 drops Marian's <pad>, its last token (checked at import), from the vocabulary:

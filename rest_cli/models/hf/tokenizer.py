@@ -159,15 +159,27 @@ class HFTokenizer:
             return f"{self._language_token(language)} {src}"
         return src
 
+    @property
+    def prefix_length(self) -> int:
+        """How many tokens every target starts with, given rather than learnt: 1 or 0 (`Prompt.prefix`)."""
+        return int(self.language_prefix or self._forced_first() is not None)
+
+    def _forced_first(self) -> int | None:
+        """The token an encoder-decoder's generate forces first (BART's <s>), if any: so does rest."""
+        key = "forced_bos_token_id"
+        forced = self.generation_config.get(key, self.model_config.get(key))
+        return forced if self.encoder_decoder else None
+
     def _prefix(self, record: dict[str, Any]) -> list[str]:
-        if not self.language_prefix:  # BART's generate forces <s> first: so does rest
-            forced = self.generation_config.get("forced_bos_token_id",
-                                                self.model_config.get("forced_bos_token_id"))
-            return [self.tokens[forced]] if self.encoder_decoder and forced is not None else []
+        if not self.language_prefix:
+            forced = self._forced_first()
+            return [] if forced is None else [self.tokens[forced]]
         language = self._language(record)
         if language is None:
-            raise UsageError(f"source {record.get('id')!r}: this model translates into the language named by "
-                             f"its first target token: give a tgt_lang field, or import with --target-lang")
+            which = (f"source {record['id']!r}" if "id" in record
+                     else f"the record whose src is {record['src'][:40]!r}")
+            raise UsageError(f"{which}: this model translates into the language named by its first target "
+                             f"token: give a tgt_lang field, or import with --target-lang")
         return [self._language_token(language)]
 
     def _language(self, record: dict[str, Any]) -> str | None:

@@ -102,7 +102,7 @@ class NativeKind(PolicyKind):
     def max_positions(self, config: dict[str, Any]) -> int:
         return ModelConfig.from_dict({"vocab_size": 0, **config}).max_positions
 
-    def collate(self, sources, targets, truncated, weights, device) -> Batch:
+    def collate(self, tokenizer, sources, targets, truncated, weights, device) -> Batch:
         import torch
 
         from rest_cli.models.native.tokenizer import PAD_ID

@@ -1,17 +1,14 @@
 """Training batches of Hugging Face policies: the prompt is read, never learnt; what is learnt is what
-CTranslate2 scores. (rest finetune does not call them yet: it refuses a Hugging Face policy in one line.)"""
+CTranslate2 scores. (test_finetune.py checks the same through `rest finetune`'s own path.)"""
 
 import ctranslate2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from rest_cli.cli.main import app
 from rest_cli.models.hf.batches import Specials, collate_causal, collate_seq2seq, logits
 from rest_cli.models.modeldir import ctranslate2_dir, load_model, load_tokenizer
 from rest_cli.train.objectives import get_objective
-from tests.helpers import write_jsonl
 
 SPECIALS = Specials(pad=0, eos=2, decoder_start=3)
 RECORDS = [{"id": 0, "src": "eins hund runs", "ref": " one dog runs"},
@@ -97,13 +94,3 @@ def test_the_prompt_gets_no_gradient_and_the_continuation_loss_falls(hf_model, n
         optimizer.step()
     assert (objective.loss(logits(model, batch), batch)[0] / count).item() < before
 
-
-def test_fine_tuning_a_hugging_face_policy_is_refused_in_one_line_for_now(hf_model, tmp_path):
-    _, directory = hf_model("gpt2")
-    data = write_jsonl(tmp_path / "train.jsonl", [{"src": "eins", "ref": "one"}] * 4)
-    result = CliRunner().invoke(app, ["finetune", "--init", str(directory), "--steps", "1",
-                                      "--max-length", "64", "-o", str(tmp_path / "out"), str(data)])
-    assert result.exit_code == 2, result.stderr
-    last = result.stderr.splitlines()[-1]
-    assert last.startswith("rest finetune: error: fine-tuning Hugging Face policies comes next"), last
-    assert not (tmp_path / "out").exists()
