@@ -1,16 +1,28 @@
-"""How help pages name what an option takes: words users know (FILE, TEXT, INTEGER, [cpu|cuda]).
+"""How the command line presents itself: help pages, and usage errors as one line.
 
 typer prints Python's type names (`<str>`, `<bool>`) beside every option and argument. The
 `rest` command group rewrites them once, when typer builds the commands, so that no command
 has to give each option a metavar by hand: flags show no type, choices list their values, an
 argument shows only its name (FILE, SOURCE), and other values say what kind of value they are.
+
+A mistyped command or option (`rest smaple`, `--preset huge`) is a usage error, exit 2, shown
+as one line like every other error of rest (`rest finetune: error: ...`), not as a framed box:
+logs stay greppable.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+from rest_cli.cli.common import one_line
+
+try:  # typer vendors click from 0.2x on; before, it used click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
 
 _TYPE_WORDS = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH"}
 
@@ -24,6 +36,28 @@ class ReadableHelp(TyperGroup):
 
     def get_help_option(self, ctx):
         return _flag(super().get_help_option(ctx))
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """Run the command line; a usage error becomes one line on stderr, exit 2."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as err:
+            sys.exit(_usage_error(err))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(err: ClickException) -> int:
+    """Show a usage error as `rest CMD: error: ...`; return its exit code."""
+    if type(err).__name__ == "NoArgsIsHelpError":  # `rest` alone: the help is already shown
+        return err.exit_code
+    context = getattr(err, "ctx", None)
+    # `rest finetune`, however it was started (`python -m rest_cli` names itself differently)
+    where = "rest" + context.command_path[len(context.find_root().info_name or ""):] if context else "rest"
+    hint = f" (see {where} --help)" if context is not None else ""
+    print(f"{where}: error: {one_line(err.format_message())}{hint}", file=sys.stderr)
+    return err.exit_code
 
 
 class _ReadableCommand(TyperCommand):

@@ -70,15 +70,23 @@ def test_bad_records_stop_before_anything_is_written(tmp_path, line, message):
 @pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
     (["--preset", "huge", "--steps", "1"],
-     "unknown preset 'huge'; choose from tiny, demo, small, base, iwslt"),
+     "Invalid value for '--preset': Value error, 'huge' is not one of 'tiny', 'demo', 'small', 'base', "
+     "'iwslt'"),
     (["--init", "parent", "--preset", "tiny", "--steps", "1"], "--preset: not with --init"),
     (["--preset", "tiny"], "give --steps or --epochs"),
+    (["--preset", "tiny", "--steps", "1", "--accumulate", "0"], "--accumulate must be at least 1"),
+    (["--preset", "tiny", "--steps", "1", "--lora-rank", "4"],
+     "--lora-rank: LoRA is for Hugging Face policies (rest import), not for policies of kind 'native'"),
+    (["--preset", "tiny", "--steps", "1", "--gradient-checkpointing"],
+     "--gradient-checkpointing: policies of kind 'native' do not support it"),
 ])
 def test_bad_options_exit_2(tmp_path, args, message):
     data = write_jsonl(tmp_path / "d.jsonl", GOOD)
     result = rest("finetune", str(data), "-o", str(tmp_path / "model"), *args)
     assert result.returncode == 2
     assert result.stderr.decode().startswith(f"rest finetune: error: {message}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]  # no model.partial
 
 
 @pytest.mark.subprocess

@@ -51,6 +51,23 @@ def test_the_devices_finetune_takes_pass_the_check(device):
     assert _check_device(device) == device
 
 
+@pytest.mark.parametrize("args, line", [
+    (["smaple"], "rest: error: No such command 'smaple'. Did you mean 'sample'? (see rest --help)"),
+    (["finetune", "-o", "x", "--steps", "many"], "rest finetune: error: Invalid value for '--steps': "),
+    (["filter", "--tau"], "rest: error: Option '--tau' requires an argument."),  # click names no command here
+    (["score", "--no-such-option"], "rest score: error: No such option: --no-such-option"),
+])
+def test_usage_errors_are_one_line_exit_2(args, line):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(line), result.stderr
+
+
+def test_rest_alone_shows_the_help():
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 2 and "Usage: rest" in result.output and "sample" in result.output
+
+
 def test_required_options_are_marked():
     assert re.search(r"\*\s+--output.*\n(.*\n)*?.*\[required\]", help_page("finetune"))
     assert "Required (or --reward-config)" in help_page("score")
