@@ -3,6 +3,7 @@
 #   make -f rest.mk rest G=2 I=3                  the demo (made on the fly), BC, then 2 Grow x 3 Improve steps
 #   make -f rest.mk rest TRAIN=my/train.jsonl VALID=my/valid.jsonl TEST=my/test.jsonl REWARD=chrf
 #   make -f rest.mk rest TRAIN="train.de train.en" VALID="val.de val.en" TEST="test.de test.en"
+#   make -f rest.mk rest INIT=~/models/opus-mt-de-en TRAIN=... VALID=... TEST=...   a pretrained start
 #
 # TRAIN, VALID and TEST are JSONL records (src, ref) or two aligned plain-text files (source,
 # reference; `rest from-text` converts them into RUN/data/). Paths given on the command line are
@@ -26,7 +27,7 @@
 # PWD, so the checkout's Makefile passes USER_DIR down.)
 USER_DIR ?= $(or $(PWD),$(CURDIR))
 from_user = $(foreach p,$(1),$(if $(filter /%,$(p)),$(p),$(abspath $(USER_DIR)/$(p))))
-$(foreach v,RUN TRAIN VALID TEST,$(if $(filter command line environment,$(origin $(v))),\
+$(foreach v,RUN TRAIN VALID TEST INIT,$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $(call from_user,$($(v))))))
 
 REST ?= rest
@@ -46,7 +47,14 @@ TRAIN ?= $(DATA)/train.jsonl
 VALID ?= $(DATA)/valid.jsonl
 TEST ?= $(DATA)/test.jsonl
 DEMO_OPTS ?= --train 4000 --valid 300 --test 300
-BC_OPTS ?= --preset demo --vocab-size 400 --steps 800 --lr 1e-3
+# A pretrained start (docs/models.md): INIT is a policy directory (made by `rest import`) or a
+# Hugging Face folder saved with save_pretrained, which `rest import INIT $(IMPORT_OPTS)` turns
+# into RUN/init first (IMPORT_OPTS: --chat-template, --prompt-template T, --target-lang L). BC is
+# then INIT fine-tuned on TRAIN with BC_OPTS (model shape options do not apply), so that Grow 1
+# samples from a policy that has seen the task, as the paper's BC has.
+INIT ?=
+IMPORT_OPTS ?=
+BC_OPTS ?= $(if $(INIT),--steps 200 --lr 5e-5,--preset demo --vocab-size 400 --steps 800 --lr 1e-3)
 # On a machine other work shares, add --threads 1: torch's threads slow down 2-6x when they
 # compete for cores (docs/benchmarks.md); rest finetune says so when it sees the machine busy.
 FINETUNE_OPTS ?= --batch-tokens 4096
@@ -78,7 +86,8 @@ qv = '$(subst ','\'',$(1)=$($(1)))'
 ifneq ($(and $(USES_DEMO),$(GIVEN_DATA)),)
 $(error rest.mk: give TRAIN, VALID and TEST together (or none of them, for the demo); given: $(GIVEN_DATA))
 endif
-SETTINGS := G I N IMPROVE_STEPS CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS BON_N CONTROLS REWARD
+SETTINGS := G I N IMPROVE_STEPS CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS BON_N CONTROLS REWARD \
+  $(if $(INIT),INIT)
 CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
   $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
 ifneq ($(CHECKED),)
@@ -129,10 +138,18 @@ endef
 $(foreach s,train:TRAIN valid:VALID test:TEST,$(if $(word 2,$($(lastword $(subst :, ,$(s))))),\
   $(eval $(call FROM_TEXT,$(firstword $(subst :, ,$(s))),$($(lastword $(subst :, ,$(s))))))))
 
-# G=0: behaviour cloning on the original data.
-$(RUN)/g0/model/config.json: $(TRAIN_JSONL) $(VALID_JSONL)
-	$(call heading,BC (Grow 0): behaviour cloning on $(TRAIN_JSONL))
-	$(FINETUNE) $(TRAIN_JSONL) --valid $(VALID_JSONL) $(BC_OPTS) $(FINETUNE_OPTS) --output $(RUN)/g0/model
+# The pretrained start: INIT itself when it is a policy directory, else its import.
+IS_POLICY = $(shell grep -qs '"rest-model"' $(1)/config.json && echo yes)
+START := $(if $(INIT),$(if $(call IS_POLICY,$(INIT)),$(INIT),$(RUN)/init))
+$(RUN)/init/config.json:
+	$(call heading,Import: $(INIT) as a policy)
+	$(REST) import $(INIT) -o $(RUN)/init $(IMPORT_OPTS)
+
+# G=0: behaviour cloning on the original data (from INIT, when given).
+$(RUN)/g0/model/config.json: $(TRAIN_JSONL) $(VALID_JSONL) $(if $(START),$(START)/config.json)
+	$(call heading,BC (Grow 0): behaviour cloning on $(TRAIN_JSONL)$(if $(START), from $(START)))
+	$(FINETUNE) $(TRAIN_JSONL) --valid $(VALID_JSONL) $(if $(START),--init $(START)) $(BC_OPTS) $(FINETUNE_OPTS) \
+	  --output $(RUN)/g0/model
 $(RUN)/g0/valid.json: $(RUN)/g0/model/config.json
 	@$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID_JSONL),$@)
 $(RUN)/g0/policy: $(RUN)/g0/valid.json

@@ -31,6 +31,7 @@ def import_model(
     export, and how records become prompts (kept in the directory, used by sample, eval and bestofn).
 
         rest import ~/models/opus-mt-de-en -o policy
+
         rest import ~/models/Qwen2.5-0.5B-Instruct -o policy --chat-template
     """
     from rest_cli.models.hf.importing import import_model as run_import

@@ -95,13 +95,20 @@ def check_data_files(value: str) -> None:
             raise ValueError(f"no such file: {path}")
 
 
+def check_start(value: str) -> None:
+    """INIT: a policy directory, or a Hugging Face folder that `rest import` can read."""
+    if not (Path(value) / "config.json").is_file():
+        raise ValueError(f"must be a policy directory or a folder saved with save_pretrained "
+                         f"(no {Path(value) / 'config.json'})")
+
+
 # What each variable must be; checks that read one value take it, the others the whole settings.
 _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     **{name: (lambda value, least=1: _whole(value, least)) for name in WHOLE_AT_LEAST_1},
     "FILTER": check_one_of(FILTER_KINDS),
     "CONTROLS": check_one_of(CONTROL_ARMS, many=True),
     "REWARD": check_reward,
-    "TRAIN": check_data_files, "VALID": check_data_files, "TEST": check_data_files,
+    "TRAIN": check_data_files, "VALID": check_data_files, "TEST": check_data_files, "INIT": check_start,
 }
 _SETTINGS_CHECKS: dict[str, Callable[[dict[str, str]], None]] = {
     "SCHEDULE": check_schedule, "LRS": check_lrs, "BON_N": check_curve,

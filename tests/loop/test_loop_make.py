@@ -31,7 +31,8 @@ TINY = {
 def make(run, *targets, **overrides):
     variables = {**TINY, "RUN": str(run), "REST": f"{sys.executable} -m rest_cli", **overrides}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(["make", "-f", str(REPO / "rest.mk"), *targets,
+    # --no-print-directory: under `make test` this make is a sub-make, which would add "make[1]: ..." lines
+    return subprocess.run(["make", "--no-print-directory", "-f", str(REPO / "rest.mk"), *targets,
                            *(f"{k}={v}" for k, v in variables.items())],
                           capture_output=True, text=True, env=env, cwd=run.parent, timeout=600)
 
@@ -270,3 +271,27 @@ def test_the_checkouts_makefile_passes_the_users_directory_down(tmp_path):
                             env={**os.environ, "PWD": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert f"demo-data {tmp_path}/run/data " in result.stdout
+
+
+@pytest.mark.parametrize("name, import_opts", [("llama", "--prompt-template 'Q: {src} A:'"), ("t5", "")])
+def test_the_loop_starts_from_a_pretrained_hugging_face_model(tmp_path, name, import_opts):
+    """`make rest INIT=HF_FOLDER`: imported, fine-tuned on TRAIN as BC, then Grow and Improve as ever."""
+    pytest.importorskip("transformers")
+    from tests.models.hf import tiny
+
+    folder = tiny.BUILDERS[name](tmp_path / "hf")
+    run = tmp_path / "run"
+    result = make(run, "rest", INIT=str(folder), IMPORT_OPTS=import_opts, G="1", I="2", N="2", SHARDS="1",
+                  DEMO_OPTS="--train 120 --valid 12 --test 12", BC_OPTS="--steps 10 --lr 1e-3",
+                  FINETUNE_OPTS="--batch-tokens 1024 --max-length 40 --threads 1", IMPROVE_STEPS="5",
+                  CONTROLS="", SAMPLE_OPTS="--max-length 16", EVAL_OPTS="--max-length 16",
+                  TEST_OPTS="--max-length 16 --sample 2", BON_N="1,2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    kind = "hf-causal" if name in tiny.DECODER_ONLY else "hf-seq2seq"
+    for model in ("init", "g0/model"):
+        assert json.loads((run / model / "config.json").read_text())["kind"] == kind, model
+    training = json.loads((run / "g0" / "model" / "training.json").read_text())
+    assert str(run / "init") in json.dumps(training)  # BC started from the imported model
+    results = json.loads((run / "results.json").read_text())
+    assert [s["policy"] for s in results["steps"]][:2] == ["bc", "g1-i1"] and results["final_policy"]
+    assert f"== Import: {folder} as a policy ==" in result.stdout

@@ -53,6 +53,14 @@ def test_data_files_are_one_jsonl_or_two_text_files_that_exist(tmp_path):
     assert "got 3 words" in problems({"TRAIN": f"{pair} {pair.split()[0]}"})[0]
 
 
+def test_init_is_a_folder_with_a_config(tmp_path):
+    assert problems({"INIT": str(tmp_path)}) == [
+        f"INIT={tmp_path}: must be a policy directory or a folder saved with save_pretrained "
+        f"(no {tmp_path / 'config.json'})"]
+    (tmp_path / "config.json").write_text("{}")
+    assert problems({"INIT": str(tmp_path)}) == []
+
+
 def test_every_problem_is_reported_at_once():
     with pytest.raises(UsageError) as caught:
         check({**GOOD, "G": "0", "N": "0", "FILTER": "best"})
