@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rest_cli.io.atomic import replacing_file
 from rest_cli.loop.layout import BC, RunLayout, parse_step_name
-from rest_cli.select.filters import MOSTLY_REFERENCES
+from rest_cli.select.filters import mostly_references
 
 
 def _load(path: Path) -> dict | None:
@@ -69,7 +69,7 @@ def warnings(results: dict) -> list[str]:
     found = []
     for row in results["steps"]:
         data = row.get("improve_data")
-        if data and data.get("reference_share") is not None and data["reference_share"] > MOSTLY_REFERENCES:
+        if data and mostly_references(data.get("reference_share")):
             found.append(f"{display_name(row['policy'])} trained on data that is "
                          f"{100 * data['reference_share']:.0f}% references ({data['references_out']:,} of "
                          f"{data['records_out']:,}): mostly behaviour cloning again; sample more candidates "

@@ -86,6 +86,22 @@ class Prompt:
     truncated: bool = False
 
 
+def padded(rows, value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded int64 tensor [B, longest] of the id arrays `rows`, and a bool mask of where the ids are.
+
+    What every kind's `collate` needs; numpy fills it, so that torch is asked for one tensor.
+    """
+    import numpy as np
+    import torch
+
+    longest = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), longest), value, dtype=np.int64)
+    present = np.zeros((len(rows), longest), dtype=bool)
+    for i, row in enumerate(rows):
+        out[i, :len(row)], present[i, :len(row)] = row, True
+    return torch.from_numpy(out), torch.from_numpy(present)
+
+
 @dataclass
 class Batch:
     """One training batch, whatever the kind: the kind's model inputs, and which token each position trains.

@@ -101,6 +101,11 @@ def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
 MOSTLY_REFERENCES = 0.5
 
 
+def mostly_references(share: float | None) -> bool:
+    """Whether kept data with this share of references (None: no references in the input) is mostly BC."""
+    return share is not None and share > MOSTLY_REFERENCES
+
+
 @dataclass
 class FilterStats:
     """What a filter run did, for the summary on stderr and `--stats`.
@@ -153,7 +158,7 @@ class FilterStats:
 
     def references_warning(self) -> str | None:
         """A warning when most of what passed are references: fine-tuning on it is mostly BC again."""
-        if self.reference_share is None or self.reference_share <= MOSTLY_REFERENCES:
+        if not mostly_references(self.reference_share):
             return None
         return (f"references are {100 * self.reference_share:.0f}% of the kept records: training on them "
                 f"is mostly more behaviour cloning, not learning from the policy's own samples; sample more "

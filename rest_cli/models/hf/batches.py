@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rest_cli.models.base import Batch
+from rest_cli.models.base import Batch, padded
 
 if TYPE_CHECKING:
     import torch
@@ -49,8 +49,8 @@ def collate_causal(prompts: list[np.ndarray], targets: list[np.ndarray], truncat
 
     rows = [np.concatenate([p, t, [] if cut else [specials.eos]]).astype(np.int64)
             for p, t, cut in zip(prompts, targets, truncated)]
-    inputs, present = _padded([r[:-1] for r in rows], specials.pad)
-    labels, _ = _padded([r[1:] for r in rows], 0)
+    inputs, present = padded([r[:-1] for r in rows], specials.pad)
+    labels, _ = padded([r[1:] for r in rows], 0)
     mask = torch.zeros_like(present)
     for i, (prompt, row) in enumerate(zip(prompts, rows)):
         mask[i, max(len(prompt) - 1, 0):len(row) - 1] = True  # the positions that predict target or end
@@ -70,9 +70,9 @@ def collate_seq2seq(sources: list[np.ndarray], targets: list[np.ndarray], trunca
                    for prefix, t, cut in zip(prefixes, targets, truncated)]
     decoder_rows = [np.concatenate([[specials.decoder_start], row[:-1]]).astype(np.int64)
                     for row in labels_rows]
-    src, present = _padded(sources, specials.pad)
-    decoder_inputs, _ = _padded(decoder_rows, specials.pad)
-    labels, in_target = _padded(labels_rows, 0)
+    src, present = padded(sources, specials.pad)
+    decoder_inputs, _ = padded(decoder_rows, specials.pad)
+    labels, in_target = padded(labels_rows, 0)
     mask = in_target.clone()
     for i, prefix in enumerate(prefixes):
         mask[i, :len(prefix)] = False  # the target-language token is given, not learnt
@@ -92,14 +92,3 @@ def logits(model, batch: Batch) -> torch.Tensor:
         out = out[..., :config.pad_token_id]
     return out
 
-
-def _padded(rows, value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded int64 tensor [B, longest] of the id arrays `rows`, and where the ids are."""
-    import torch
-
-    longest = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), longest), value, dtype=np.int64)
-    present = np.zeros((len(rows), longest), dtype=bool)
-    for i, row in enumerate(rows):
-        out[i, :len(row)], present[i, :len(row)] = row, True
-    return torch.from_numpy(out), torch.from_numpy(present)

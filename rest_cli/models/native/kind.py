@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rest_cli.errors import RestError, UsageError
-from rest_cli.models.base import Batch, ModelLoadError, PolicyKind
+from rest_cli.models.base import Batch, ModelLoadError, PolicyKind, padded
 from rest_cli.models.native.config import PRESETS, ModelConfig, config_from_preset
 
 WEIGHTS, TOKENIZER = "model.safetensors", "spm.model"
@@ -108,7 +108,7 @@ class NativeKind(PolicyKind):
         from rest_cli.models.native.tokenizer import PAD_ID
         from rest_cli.models.native.transformer import teacher_forcing
 
-        src, tgt = _padded(sources, PAD_ID), _padded(targets, PAD_ID)
+        (src, _), (tgt, _) = padded(sources, PAD_ID), padded(targets, PAD_ID)
         tgt_in, labels = teacher_forcing(tgt)
         cut = torch.from_numpy(truncated)
         if cut.any():  # a truncated target does not end there: do not teach EOS
@@ -126,14 +126,3 @@ class NativeKind(PolicyKind):
         from rest_cli.models.native.convert import native_converter
 
         native_converter(model, self.tokenizer(folder).vocab_tokens()).convert(str(out), force=True)
-
-
-def _padded(rows, pad_id: int):
-    """Right-padded int64 tensor [B, longest] of the id arrays `rows`."""
-    import numpy as np
-    import torch
-
-    out = np.full((len(rows), max((len(r) for r in rows), default=0)), pad_id, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
-    return torch.from_numpy(out)
