@@ -9,8 +9,10 @@ from tests.models.hf import tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in these tests may reach a hub
 
-# How each is imported: a template for Llama, the chat template for Qwen2, a default target for M2M100.
+# How each is imported: a template for Llama, the chat template for Qwen2 and Qwen3, a default target
+# language for M2M100.
 FORMATS = {"llama": PromptFormat(template="Q: {src}\nA:"), "qwen2": PromptFormat(chat=True),
+           "qwen3": PromptFormat(chat=True),
            "m2m100": PromptFormat(target_lang="de")}
 
 

@@ -21,7 +21,7 @@ def hf_source_ids(name, hf_tok, src):
     """The model's input as transformers' own tokenizer writes it, in the format it was imported with."""
     if name == "llama":
         return hf_tok(f"Q: {src}\nA:")["input_ids"]  # its tokenizer puts <s> first
-    if name == "qwen2":
+    if name in ("qwen2", "qwen3"):
         return hf_tok.apply_chat_template([{"role": "user", "content": src}], add_generation_prompt=True,
                                           tokenize=True, return_dict=True)["input_ids"]
     return hf_tok(src)["input_ids"]

@@ -76,7 +76,7 @@ def training_loss(directory, records) -> float:
     return validation_loss(load_model(directory), kind, tokenizer, data, 4096)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "m2m100", "t5", "marian"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3", "mistral", "m2m100", "t5", "marian"])
 def test_a_finetune_lowers_the_loss_and_the_export_agrees_again(hf_model, tmp_path, name):
     _, parent = hf_model(name)
     records = [{**r, "tgt_lang": "fr"} if name == "m2m100" and i % 3 == 0 else r for i, r in enumerate(TRAIN)]

@@ -202,6 +202,37 @@ def bart(folder: Path, seed: int = 0) -> Path:
     return _save(folder, BartForConditionalGeneration(config), tok)
 
 
-BUILDERS = {"gpt2": gpt2, "llama": llama, "qwen2": qwen2, "t5": t5, "marian": marian, "m2m100": m2m100,
+def qwen3(folder: Path, seed: int = 0) -> Path:
+    """Qwen3: Qwen2's tokenizer and chat format, with per-head q/k norms and an explicit head size."""
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(specials), eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>")
+    tok.chat_template = CHAT_TEMPLATE
+    config = Qwen3Config(vocab_size=len(tok), hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"],
+                         num_hidden_layers=WIDTH["layers"], num_attention_heads=WIDTH["heads"],
+                         num_key_value_heads=2, head_dim=32, max_position_embeddings=128,
+                         eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    _seeded(seed)
+    return _save(folder, Qwen3ForCausalLM(config), tok)
+
+
+def mistral(folder: Path, seed: int = 0) -> Path:
+    """Mistral: Llama's layout with a sliding attention window (longer than these tests' inputs)."""
+    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(["<unk>", "<s>", "</s>"], bos="<s>"),
+                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    config = MistralConfig(vocab_size=len(tok), hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"],
+                           num_hidden_layers=WIDTH["layers"], num_attention_heads=WIDTH["heads"],
+                           num_key_value_heads=2, max_position_embeddings=128, sliding_window=4096,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    _seeded(seed)
+    return _save(folder, MistralForCausalLM(config), tok)
+
+
+BUILDERS = {"gpt2": gpt2, "llama": llama, "qwen2": qwen2, "qwen3": qwen3, "mistral": mistral, "t5": t5,
+            "marian": marian, "m2m100": m2m100,
             "bart": bart}
-DECODER_ONLY = ("gpt2", "llama", "qwen2")
+DECODER_ONLY = ("gpt2", "llama", "qwen2", "qwen3", "mistral")
