@@ -149,6 +149,8 @@ class Sampler:
             raise UsageError("--device-index picks GPUs, and CTranslate2 sees none here")
         self.tokenizer = load_tokenizer(model_dir)  # checks the directory first, for a clear error
         self.kind = kind_of(model_dir)
+        self.stops = self.kind.stops(self.tokenizer)
+        self.kind_options = self.kind.engine_options(self.tokenizer)  # end tokens, a cached static prompt
         model_path, engine_class = Path(model_dir) / CT2, _ENGINES[self.kind.engine]
         # The seed must be set before the translator exists; later calls have no effect.
         ctranslate2.set_random_seed(engine.seed)
@@ -199,7 +201,7 @@ class Sampler:
         pending: deque[tuple[Record, Any]] = deque()
         prompts = self._prompts(records, pending, options, self._input_room(options), stats)
         batching = dict(max_batch_size=self.engine.batch_size, batch_type=self.engine.batch_type,
-                        **self.kind.engine_options(self.tokenizer))
+                        **self.kind_options)
         if self.kind.engine == "generator":
             results = self.translator.generate_iterable((p.tokens for p in prompts), **batching,
                                                         **options.generator_kwargs())
@@ -224,8 +226,10 @@ class Sampler:
         # A Translator's hypotheses start with the target prefix it was given; a candidate does not.
         candidates = (result.sequences if self.kind.engine == "generator"
                       else [tokens[len(prompt.prefix):] for tokens in result.hypotheses])
-        texts = self.tokenizer.decode(candidates)
-        for k, (text, pieces, score) in enumerate(zip(texts, candidates, result.scores)):
+        texts, scores = self.tokenizer.decode(candidates), result.scores
+        if self.stops:
+            candidates, texts, scores = self._cut_at_stops(prompt, candidates, texts, scores)
+        for k, (text, pieces, score) in enumerate(zip(texts, candidates, scores)):
             if not math.isfinite(score):  # JSON has no NaN: it would be written as null, a non-number
                 raise RestError(f"the policy gave the log-probability {score} to a candidate of source "
                                 f"{source.get('id')!r}: its weights are not finite numbers (damaged, or "
@@ -236,6 +240,40 @@ class Sampler:
         if include_ref and "ref" in source:
             stats.candidates += 1
             yield {**source, "hyp": source["ref"], "k": len(texts), "origin": "ref"}
+
+
+    def _cut_at_stops(self, prompt, candidates: list[list[str]], texts: list[str], scores: list[float]):
+        """Candidates that ran past a stop string end before it, and are scored again through the tokens
+        that wrote it (as an end token is scored); then ranked again by score, best first.
+
+        CTranslate2 stops only at single tokens, so a longer stop string is found in the text afterwards.
+        """
+        cut = [i for i, text in enumerate(texts) if any(stop in text for stop in self.stops)]
+        if not cut:
+            return candidates, texts, scores
+        candidates, texts, scores = list(candidates), list(texts), list(scores)
+        for i in cut:
+            candidates[i] = candidates[i][:self._tokens_through_stop(candidates[i])]
+            text = self.tokenizer.decode([candidates[i]])[0]
+            texts[i] = text[:min(text.find(s) for s in self.stops if s in text)]
+        start = self.kind_options.get("static_prompt", []) + prompt.tokens
+        rescored = self.translator.score_batch([start + candidates[i] for i in cut])
+        for i, result in zip(cut, rescored):
+            scores[i] = math.fsum(result.log_probs[len(result.log_probs) - len(candidates[i]):])
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [candidates[i] for i in order], [texts[i] for i in order], [scores[i] for i in order]
+
+    def _tokens_through_stop(self, pieces: list[str]) -> int:
+        """The fewest leading tokens whose text holds a stop string (a binary search over prefixes)."""
+        low, high = 1, len(pieces)
+        while low < high:
+            middle = (low + high) // 2
+            text = self.tokenizer.decode([pieces[:middle]])[0]
+            if any(stop in text for stop in self.stops):
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
 
 def with_ids(records: Iterable[Record]) -> Iterator[Record]:

@@ -231,6 +231,10 @@ class PolicyKind(ABC):
         """Options the engine needs for this model whatever the decoding settings (e.g. `end_token`)."""
         return {}
 
+    def stops(self, tokenizer: Tokenizer) -> tuple[str, ...]:
+        """Strings that end a candidate (cut from its text, the tokens through the stop scored); none here."""
+        return ()
+
     def position_limit(self, tokenizer: Tokenizer) -> int | None:
         """The most positions the exported model reads (a source; a prompt with its candidate), or None."""
         return None

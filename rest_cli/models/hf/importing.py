@@ -102,8 +102,9 @@ def _tokenizer(hf_dir: Path):
 
 
 def _check_prompt(prompt: PromptFormat, tokenizer, engine: str, hf_dir: Path) -> None:
-    if prompt.chat and engine != "generator":
-        raise UsageError("--chat-template is for decoder-only models; this one is an encoder-decoder")
+    if prompt.decoder_only and engine != "generator":
+        raise UsageError("--chat-template, --prompt-prefix-file, --system-prompt and --stop are for "
+                         "decoder-only models; this one is an encoder-decoder")
     if prompt.chat and not getattr(tokenizer, "chat_template", None):
         raise UsageError(f"{hf_dir}: the tokenizer has no chat template (--chat-template); "
                          f"give --prompt-template with {{src}} instead")

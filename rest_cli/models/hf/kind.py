@@ -170,7 +170,17 @@ class CausalKind(HFKind):
     auto_class = "AutoModelForCausalLM"
 
     def engine_options(self, tokenizer: HFTokenizer) -> dict[str, Any]:
-        return {"end_token": tokenizer.end_ids()}
+        static = tokenizer.static_tokens
+        return {"end_token": tokenizer.end_ids(), **({"static_prompt": static} if static else {})}
+
+    def prompts(self, tokenizer: HFTokenizer, records: list[dict[str, Any]], max_tokens: int) -> list[Prompt]:
+        """Each record's prompt after the static part, which the engine reads once (`engine_options`)."""
+        static = len(tokenizer.static)
+        return [Prompt(p.tokens[static:], p.prefix, p.truncated)
+                for p in tokenizer.prompts(records, max_tokens)]
+
+    def stops(self, tokenizer: HFTokenizer) -> tuple[str, ...]:
+        return tokenizer.format.stop
 
 
 def load_hf_model(folder: Path, auto_class: str, dropout: float | None = None, dtype: Any = "float32"):

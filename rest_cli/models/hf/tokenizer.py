@@ -7,8 +7,9 @@ prompt gets what it puts before one (Llama's <s>; nothing for GPT-2 and Qwen2) a
 token, and a chat template is rendered by the tokenizer, which writes its own special tokens.
 
 How records become prompts is part of the policy, stored once, in DIR/prompt.json (written by
-`rest import`, kept by every fine-tune): a template with `{src}`, or the chat template, and the
-default target language.
+`rest import`, kept by every fine-tune): a template with `{src}`, or the chat template; the default
+source and target languages; a fixed prefix (few-shot examples) or system prompt, which CTranslate2
+reads once and caches (`static_prompt`); and the strings that end a decoder-only model's answer.
 """
 
 from __future__ import annotations
@@ -34,13 +35,31 @@ class PromptFormat:
     template: str | None = None     # with {src}; None: the source as it is
     chat: bool = False              # the tokenizer's chat template, the source as the user's turn
     target_lang: str | None = None  # when a record has no `tgt_lang` (NLLB, M2M100, multilingual Marian)
+    source_lang: str | None = None  # NLLB and M2M100: the source's language token, instead of the tokenizer's
+    prefix: str | None = None       # decoder-only: text before every prompt (few-shot examples), read once
+    system: str | None = None       # decoder-only, with chat: the system prompt, read once where it can be
+    stop: tuple[str, ...] = ()      # decoder-only: an answer ends before the first of these strings
 
     def __post_init__(self):
+        object.__setattr__(self, "stop", tuple(self.stop))  # a list when read back from prompt.json
         if self.template is not None and PLACEHOLDER not in self.template:
             raise UsageError(f"--prompt-template must contain {PLACEHOLDER}, where the source goes: "
                              f"{self.template!r}")
         if self.template is not None and self.chat:
             raise UsageError("give --prompt-template or --chat-template, not both")
+        if self.system is not None and not self.chat:
+            raise UsageError("--system-prompt is a turn of the chat template: give --chat-template too, or "
+                             "put fixed text before every prompt with --prompt-prefix-file")
+        if self.prefix is not None and self.chat:
+            raise UsageError("--prompt-prefix-file goes before a plain or templated prompt; with "
+                             "--chat-template, give --system-prompt")
+        if any(not isinstance(stop, str) or not stop for stop in self.stop):
+            raise UsageError(f"--stop takes non-empty strings, got {list(self.stop)!r}")
+
+    @property
+    def decoder_only(self) -> bool:
+        """Whether this format has settings only a decoder-only model can take."""
+        return self.chat or self.prefix is not None or bool(self.stop)
 
     def save(self, folder: Path) -> None:
         (folder / PROMPT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -103,11 +122,14 @@ class HFTokenizer:
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = (
             -1 if i is None else i for i in (self.hf.pad_token_id, self.hf.bos_token_id, self.hf.eos_token_id,
                                               self.hf.unk_token_id))
-        self.before, self.after = self._specials()
         self.language_prefix = self.model_config.get("model_type") == "m2m_100"  # M2M100 and NLLB
+        if self.format.source_lang is not None:
+            self._set_source_language(self.format.source_lang)
+        self.before, self.after = self._specials()
         if self.format.chat and not getattr(self.hf, "chat_template", None):
             raise UsageError(f"{folder / HF}: the tokenizer has no chat template; import the model with "
                              f"--prompt-template instead")
+        self.static, self._chat_static = self._static()
 
     # --- the Tokenizer protocol ---
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -127,31 +149,54 @@ class HFTokenizer:
     def prompts(self, records: list[dict[str, Any]], max_tokens: int) -> list[Prompt]:
         """What the engine reads for each record: formatted, tokenized, cut to `max_tokens`, specials kept."""
         texts = [self._text(record) for record in records]
-        if self.format.chat:  # a rendered chat template writes its own special tokens
-            before, after = [], []
+        if self.format.chat or self.static:  # a chat template writes its own specials, a static prefix
+            before, after = [], []            # holds them
         else:
             before, after = self.before, self.after if self.encoder_decoder else []
-        room = max(max_tokens - len(before) - len(after), 0)
+        room = max(max_tokens - len(self.static) - len(before) - len(after), 0)
         bodies = self.encode(texts)
-        return [Prompt(self._pieces([*before, *body[:room], *after]), self._prefix(record),
+        return [Prompt(self._pieces([*self.static, *before, *body[:room], *after]), self._prefix(record),
                        truncated=len(body) > room) for record, body in zip(records, bodies)]
 
+    @property
+    def static_tokens(self) -> list[str]:
+        """What every prompt starts with, tokenized once: CTranslate2 caches its state (`static_prompt`)."""
+        return self._pieces(self.static)
+
     def end_ids(self) -> list[int]:
-        """The tokens that end a generation: the generation config's end tokens and the tokenizer's."""
+        """The tokens that end a generation: the generation config's end tokens, the tokenizer's, and each
+        stop string that is one token of the vocabulary (longer ones are cut from the text afterwards)."""
         ends = self.generation_config.get("eos_token_id", self.model_config.get("eos_token_id"))
         ends = ends if isinstance(ends, list) else [] if ends is None else [ends]
-        return list(dict.fromkeys([*ends, *([self.eos_id] if self.eos_id >= 0 else [])]))
+        stops = [ids[0] for ids in self.encode(list(self.format.stop)) if len(ids) == 1]
+        return list(dict.fromkeys([*ends, *([self.eos_id] if self.eos_id >= 0 else []), *stops]))
 
     def check(self) -> None:
         """Refuse (UsageError) a default target language the tokenizer has no token for."""
         if self.format.target_lang is not None:
             self._language_token(self.format.target_lang)
 
+    def _static(self) -> tuple[list[int], str]:
+        """The ids every prompt starts with (special tokens, then the prefix or the rendered system turn),
+        and the rendered text they stand for in a chat (cut from each rendered prompt)."""
+        if self.format.prefix is not None:
+            return [*self.before, *self.encode([self.format.prefix])[0]], ""
+        if self.format.system is None:
+            return [], ""
+        system = self.hf.apply_chat_template([{"role": "system", "content": self.format.system}],
+                                             tokenize=False, add_generation_prompt=False)
+        if not self._chat([{"role": "user", "content": "x"}]).startswith(system):
+            return [], ""  # this template writes the system turn differently beside a user's: no cache
+        return self.encode([system])[0], system
+
+    def _chat(self, turns: list[dict[str, str]]) -> str:
+        system = [] if self.format.system is None else [{"role": "system", "content": self.format.system}]
+        return self.hf.apply_chat_template([*system, *turns], tokenize=False, add_generation_prompt=True)
+
     def _text(self, record: dict[str, Any]) -> str:
         src = record["src"]
         if self.format.chat:
-            return self.hf.apply_chat_template([{"role": "user", "content": src}], tokenize=False,
-                                               add_generation_prompt=True)
+            return self._chat([{"role": "user", "content": src}])[len(self._chat_static):]
         if self.format.template is not None:
             src = self.format.template.replace(PLACEHOLDER, src)
         language = self._language(record)
@@ -190,7 +235,8 @@ class HFTokenizer:
 
     def _language_token(self, language: str) -> str:
         """The token naming a target language: NLLB's `deu_Latn`, M2M100's `__de__`, Marian's `>>deu<<`."""
-        candidates = (language, f"__{language}__") if self.language_prefix else (f">>{language}<<",)
+        # M2M100's `__de__` first: a plain `de` may be an ordinary piece of its vocabulary.
+        candidates = (f"__{language}__", language) if self.language_prefix else (f">>{language}<<",)
         for token in candidates:
             if token in self.vocab:
                 return token
@@ -199,6 +245,18 @@ class HFTokenizer:
                              f"{' or '.join(candidates)}")
         raise UsageError(f"target language {language!r}: this model takes no target-language token; "
                          f"say the language in --prompt-template instead")
+
+    def _set_source_language(self, language: str) -> None:
+        """NLLB and M2M100 start a source with its language's token: the tokenizer puts it in, named by its
+        code (`deu_Latn` for NLLB, `de` for M2M100, whose token is `__de__`)."""
+        if not self.language_prefix:
+            raise UsageError(f"source language {language!r}: this model takes no source-language token")
+        token = self._language_token(language)
+        code = token[2:-2] if token.startswith("__") and token.endswith("__") else token
+        try:
+            self.hf.src_lang = code
+        except (KeyError, ValueError, AttributeError) as err:
+            raise UsageError(f"source language {language!r}: the tokenizer does not take it: {err}") from None
 
     def _pieces(self, ids: list[int]) -> list[str]:
         return [self.tokens[i] for i in ids]

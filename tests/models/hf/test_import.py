@@ -122,9 +122,10 @@ def test_a_marian_model_without_pad_last_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name, options, message", [
     ("llama", ["--chat-template"], "the tokenizer has no chat template (--chat-template)"),
-    ("t5", ["--chat-template"], "--chat-template is for decoder-only models"),
+    ("t5", ["--chat-template"], "--chat-template, --prompt-prefix-file, --system-prompt and --stop are for "
+                                "decoder-only models"),
     ("llama", ["--prompt-template", "Q: A:"], "--prompt-template must contain {src}"),
-    ("m2m100", ["--target-lang", "xx"], "target language 'xx': the tokenizer has no token xx or __xx__"),
+    ("m2m100", ["--target-lang", "xx"], "target language 'xx': the tokenizer has no token __xx__ or xx"),
     ("gpt2", ["--target-lang", "de"], "target language 'de': this model takes no target-language token"),
 ])
 def test_a_prompt_format_the_tokenizer_cannot_give_is_refused(hf_model, tmp_path, name, options, message):
