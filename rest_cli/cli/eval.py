@@ -15,8 +15,17 @@ import typer
 from rest_cli.cli import options as opts  # the reward options every scoring command shares
 from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, log, report_skipped
 from rest_cli.errors import InputError, UsageError
-from rest_cli.eval.evaluate import GIVEN_HYP, EvalPlan, evaluate_model, evaluate_outputs, read_outputs
+from rest_cli.eval.evaluate import (
+    GIVEN_HYP,
+    EvalPlan,
+    evaluate_model,
+    evaluate_outputs,
+    evaluate_samples,
+    read_outputs,
+    read_samples,
+)
 from rest_cli.eval.evaluate import compare as compare_results
+from rest_cli.eval.sampled import SampleMeasures
 from rest_cli.io.records import Record, RecordReader
 from rest_cli.rewards import Reward, build_reward
 from rest_cli.sampling import DecodeOptions, EngineOptions, with_ids
@@ -46,11 +55,24 @@ def evaluate(
     reward_max_chars: opts.RewardMaxCharsOpt = opts.REWARD_MAX_CHARS,
     beam: Annotated[int, typer.Option(help="Beam size for the main figures (1 = greedy), with --model.")] = 1,
     sample: Annotated[int, typer.Option(
-        help="Also report the mean reward of this many samples per source, with --model.")] = 0,
+        help="Also report the mean reward of this many samples per source, with --model (default with "
+             "--pass-at or --majority: the largest K or M they name).")] = 0,
     temperature: Annotated[float, typer.Option(help="Temperature for --sample.")] = 0.8,
     max_length: Annotated[int, typer.Option(help="Longest output, in tokens, with --model.")] = 256,
     compute_type: Annotated[str, typer.Option(
         help="CTranslate2 compute type (auto: int8 on CPU), with --model.")] = "auto",
+    pass_at: Annotated[Optional[str], typer.Option(
+        "--pass-at", metavar="K,K,...",
+        help="Also report pass@K for each K: the chance that at least one of K samples of a source is "
+             "correct, estimated without bias from all its samples (with --model, --sample N of them; "
+             "without, the records of each id in the input), averaged over sources.")] = None,
+    majority: Annotated[Optional[str], typer.Option(
+        "--majority", metavar="M,M,...",
+        help="Also report maj@M for each M: a source is correct when the most common answer among M of "
+             "its samples is correct (a sample's answer: its hyp_answer, else its hyp).")] = None,
+    correct_at: Annotated[float, typer.Option(
+        help="For --pass-at and --majority: a sample is correct when its reward is at least this "
+             "(1.0: full marks of a binary reward).")] = 1.0,
     hack_threshold: Annotated[float, typer.Option(
         help="Flag reward hacking when a reward rises while BLEU or chrF falls by more than "
              "this many points.")] = 1.0,
@@ -61,8 +83,10 @@ def evaluate(
     """Print a table on stderr and the figures as JSON on stdout. The set is held in memory."""
     if not model:
         _refuse_model_options(ctx)
-    plan = EvalPlan(decode=DecodeOptions(n=1, beam=beam, max_length=max_length), sample_n=sample,
-                    temperature=temperature, max_length=max_length)
+    measures = _measures(ctx, pass_at, majority, correct_at, rewards=bool(reward or reward_config))
+    plan = EvalPlan(decode=DecodeOptions(n=1, beam=beam, max_length=max_length),
+                    sample_n=sample or measures.most, temperature=temperature, max_length=max_length,
+                    measures=measures)
     engine = EngineOptions(compute_type=compute_type)
     wanted = _wanted_rewards(reward, reward_config)
     options = opts.reward_options(reward_timeout, reward_restarts, reward_range, calibrate,
@@ -75,7 +99,7 @@ def evaluate(
             results = [evaluate_model(m, sources, rewards, plan, engine, track=_progress)
                        for m in [model, *(compare or [])]]
         else:
-            data, results = _given_outputs(input, compare or [], rewards, skip_invalid)
+            data, results = _given_outputs(input, compare or [], rewards, measures, skip_invalid)
     opts.report_truncated("eval", rewards)
     report = {"data": data, "results": results, "comparisons": compare_results(results, hack_threshold)}
     if brief:
@@ -99,6 +123,30 @@ def _on_command_line(ctx: typer.Context, name: str) -> bool:
     return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
 
 
+def _measures(ctx: typer.Context, pass_at: str | None, majority: str | None, correct_at: float,
+              rewards: bool) -> SampleMeasures:
+    """The measures of samples asked for; refused without a reward, which is what says correct."""
+    measures = SampleMeasures(pass_at=_sizes("--pass-at", pass_at), majority=_sizes("--majority", majority),
+                              correct_at=correct_at)
+    if measures.asked and not rewards:
+        raise UsageError("--pass-at and --majority count samples whose reward is correct: give the reward "
+                         "with --reward (-r) or --reward-config")
+    if not measures.asked and _on_command_line(ctx, "correct_at"):
+        raise UsageError("--correct-at: what counts as correct for --pass-at and --majority; give one "
+                         "of them")
+    return measures
+
+
+def _sizes(option: str, text: str | None) -> tuple[int, ...]:
+    """`1,4,16` as (1, 4, 16): sorted, each once."""
+    if text is None:
+        return ()
+    try:
+        return tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise UsageError(f"{option} takes whole numbers >= 1 separated by commas, got {text!r}") from None
+
+
 def _sources(input: str, rewards: list[Reward], labels: list[str],
              skip_invalid: bool) -> tuple[str, list[Record]]:
     """The input's name and the sources to decode; what a reward reads besides the output (`ref`,
@@ -113,28 +161,36 @@ def _sources(input: str, rewards: list[Reward], labels: list[str],
     return reader.name, sources
 
 
-def _given_outputs(input: str, others: list[str], rewards: list[Reward],
+def _given_outputs(input: str, others: list[str], rewards: list[Reward], measures: SampleMeasures,
                    skip_invalid: bool) -> tuple[str, list[dict]]:
-    """The input's name, and results for the outputs in it and in each --compare file."""
-    needs = list(dict.fromkeys(["hyp", "ref", *(f for r in rewards for f in r.needs)]))
+    """The input's name, and results for the outputs in it and in each --compare file: one output
+    per source, or with --pass-at or --majority the samples of each source (grouped by id)."""
+    grouped = measures.asked
+    fields = ["id", "hyp"] if grouped else ["hyp", "ref"]
+    needs = list(dict.fromkeys([*fields, *(f for r in rewards for f in r.needs)]))
 
-    def read(path: str, like: list[Record] | None = None, like_name: str = "") -> tuple[str, list[Record]]:
-        reader = RecordReader(path, required=needs, optional=["id", "src"], skip_invalid=skip_invalid,
-                              needed_by="rest eval without -m")
-        outputs = read_outputs(reader, like, like_name)
+    def read(path: str, like: list | None = None, like_name: str = "") -> tuple[str, list]:
+        reader = RecordReader(path, required=needs, optional=["src", "ref"] if grouped else ["id", "src"],
+                              skip_invalid=skip_invalid, needed_by="rest eval without -m")
+        outputs = (read_samples if grouped else read_outputs)(reader, like, like_name)
         report_skipped("eval", reader)
         return reader.name, outputs
+
+    def measure(outputs: list, name: str) -> dict:
+        if grouped:
+            return evaluate_samples(outputs, rewards, measures, name)
+        return evaluate_outputs(outputs, rewards, name)
 
     name, first = read(input)
     if not first:
         raise InputError(name, None, "no record to evaluate on")
-    results = [evaluate_outputs(first, rewards, name)]
+    results = [measure(first, name)]
     for path in others:
         if os.path.isdir(path):
             raise UsageError(f"--compare {path}: a directory; without --model, --compare takes files of "
                              f"outputs (give --model to decode with model directories)")
         other_name, outputs = read(path, first, name)
-        results.append(evaluate_outputs(outputs, rewards, other_name))
+        results.append(measure(outputs, other_name))
     return name, results
 
 
@@ -181,6 +237,7 @@ def _figures(result: dict) -> str:
     figures = [f"{name} {value:.4f}" for name, value in result["rewards"].items()]
     figures += [f"sampled {name} {value:.4f}"
                 for name, value in result.get("sampled", {}).get("rewards", {}).items()]
+    figures += [f"{label} {name} {value:.4f}" for label, name, value in _sampled_measures(result)]
     if "bleu" in result:
         figures += [f"BLEU {result['bleu']:.2f}", f"chrF {result['chrf']:.2f}",
                     f"length ratio {result['length_ratio']:.2f}"]
@@ -199,8 +256,18 @@ def _rows(result: dict):
     rows = [(f"reward {name}", lambda r, n=name: r["rewards"][n]) for name in result["rewards"]]
     rows += [(f"sampled {name}", lambda r, n=name: r["sampled"]["rewards"][n])
              for name in result.get("sampled", {}).get("rewards", {})]
+    rows += [(f"{label} {name}", lambda r, i=i: _sampled_measures(r)[i][2])
+             for i, (label, name, _) in enumerate(_sampled_measures(result))]
     rows += [(m, lambda r, m=m: r[m]) for m in ("bleu", "chrf", "length_ratio") if m in result]
     return rows + [(m, lambda r, m=m: r[m]) for m in ("distinct_1", "distinct_2")]
+
+
+def _sampled_measures(result: dict) -> list[tuple[str, str, float]]:
+    """(`pass@4`, reward name, value) for each pass@k and maj@m of a result, in a fixed order."""
+    sampled = result.get("sampled", {})
+    return [(f"{label}@{k}", name, value)
+            for measure, label in (("pass_at", "pass"), ("majority", "maj"))
+            for name, values in sampled.get(measure, {}).items() for k, value in values.items()]
 
 
 def _cell(value: float, delta: float | None) -> str:

@@ -9,6 +9,7 @@ import orjson
 import typer
 
 from rest_cli.cli.common import InputArg, OutputOpt, SkipInvalidOpt, handles_errors, log, report_skipped
+from rest_cli.errors import UsageError
 from rest_cli.io.atomic import write_file
 from rest_cli.io.records import RecordReader, RecordWriter
 from rest_cli.select.filters import FilterSpec, FilterStats, filter_records
@@ -26,6 +27,13 @@ def filter(
         "--top-k", help="Per source: keep the K best candidates.")] = None,
     dedup: Annotated[bool, typer.Option(
         "--dedup", help="Per source: drop repeated hypotheses first.")] = False,
+    max_per_source: Annotated[Optional[int], typer.Option(
+        "--max-per-source", metavar="K",
+        help="Per source: of the candidates that pass everything else (after --dedup and --top-k), "
+             "keep at most K, drawn at random (ReST-EM keeps 10).")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed of the --max-per-source draw (default 0); each source's draw depends only on it "
+             "and the source's id.")] = None,
     output: OutputOpt = "-",
     stats_path: Annotated[Optional[str], typer.Option(
         "--stats", metavar="FILE",
@@ -37,7 +45,11 @@ def filter(
     Per-source criteria need the stream grouped by `id` (as `rest sample` writes it) and hold
     one source's candidates in memory at a time.
     """
-    spec = FilterSpec(tau=tau, percentile=percentile, gamma=gamma, top_k=top_k, dedup=dedup)
+    if seed is not None and max_per_source is None:
+        raise UsageError("--seed: the seed of the --max-per-source draw; without --max-per-source "
+                         "rest filter draws nothing")
+    spec = FilterSpec(tau=tau, percentile=percentile, gamma=gamma, top_k=top_k, dedup=dedup,
+                      max_per_source=max_per_source, seed=seed or 0)
     reader = RecordReader(input, required=spec.fields(), skip_invalid=skip_invalid)
     stats = FilterStats()
     with RecordWriter(output) as writer:

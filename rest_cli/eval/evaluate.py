@@ -4,6 +4,9 @@ reward and other metrics side by side.
 Reward gains are only trusted next to metrics the policy was not trained on: corpus BLEU and chrF
 against references, length ratio and distinct-n. A reward that rises while BLEU or chrF falls is
 flagged as likely reward hacking.
+
+Tasks with a verifiable reward are also measured over N samples per source: pass@k and majority
+voting (`sampled.py`), from a policy's samples or from a file of them.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from rest_cli.errors import InputError
-from rest_cli.io.records import Record, RecordReader
+from rest_cli.errors import InputError, UsageError
+from rest_cli.eval.sampled import SampleMeasures
+from rest_cli.io.records import Record, RecordReader, iter_groups
 from rest_cli.rewards import Reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats
 
@@ -26,10 +30,19 @@ GIVEN_HYP = "hyp given"
 Tracker = Callable[[Iterable[Record], str, int], Iterable[Record]]
 
 
+def scored(candidates: Iterable[Record], reward: Reward) -> list[Record]:
+    """Copies of the candidates scored by `reward`, with any field its scoring adds (an answer
+    reward's `hyp_answer`, say); the inputs stay as they are, for the next reward."""
+    return list(score_records(({**c} for c in candidates), reward))
+
+
 def mean_reward(candidates: list[Record], reward: Reward) -> float:
     """Mean of `reward` over candidates (copies are scored: the inputs stay as they are)."""
-    values = [r["reward"] for r in score_records(({**c} for c in candidates), reward)]
-    return math.fsum(values) / len(values) if values else math.nan
+    return _mean_of(scored(candidates, reward))
+
+
+def _mean_of(records: list[Record]) -> float:
+    return math.fsum(r["reward"] for r in records) / len(records) if records else math.nan
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -50,25 +63,50 @@ def reference_metrics(hyps: list[str], refs: list[str]) -> dict:
             "length_ratio": round(bleu_score.ratio, 4)}
 
 
+def diversity(hyps: Sequence[str]) -> dict:
+    """distinct-1 and distinct-2 of the outputs, as the report gives them."""
+    return {"distinct_1": round(distinct_n(hyps, 1), 4), "distinct_2": round(distinct_n(hyps, 2), 4)}
+
+
 def candidate_metrics(candidates: list[Record], rewards: Sequence[Reward]) -> dict:
     """Reward means, and reference metrics when every candidate has a `ref`."""
     hyps = [c["hyp"] for c in candidates]
     metrics = {"rewards": {r.name: round(mean_reward(candidates, r), 6) for r in rewards},
-               "reward_sigs": {r.name: r.signature() for r in rewards},
-               "distinct_1": round(distinct_n(hyps, 1), 4), "distinct_2": round(distinct_n(hyps, 2), 4)}
+               "reward_sigs": {r.name: r.signature() for r in rewards}, **diversity(hyps)}
     if candidates and all("ref" in c for c in candidates):
         metrics.update(reference_metrics(hyps, [c["ref"] for c in candidates]))
     return metrics
 
 
+def sample_figures(candidates: list[Record], rewards: Sequence[Reward], measures: SampleMeasures) -> dict:
+    """Over samples grouped by source: each reward's mean, and the pass@k and maj@m `measures` asks
+    for, each reward scoring the samples once: {"samples", "rewards", ["correct_at", "pass_at",
+    "majority"]}, the last two by reward name, then k or m."""
+    figures: dict = {"samples": len(candidates), "rewards": {},
+                     **({"correct_at": measures.correct_at} if measures.asked else {})}
+    for reward in rewards:
+        records = scored(candidates, reward)
+        figures["rewards"][reward.name] = round(_mean_of(records), 6)
+        for measure, values in measures.measure(list(iter_groups(records))).items():
+            figures.setdefault(measure, {})[reward.name] = values
+    return figures
+
+
 @dataclass(frozen=True)
 class EvalPlan:
-    """What to measure: the decoding for the main figures, and optionally sampled rewards."""
+    """What to measure: the decoding for the main figures, and optionally sampled rewards, with
+    pass@k and majority voting over the samples."""
 
     decode: DecodeOptions = GREEDY
     sample_n: int = 0               # also sample this many per source and report their mean reward
     temperature: float = 0.8
     max_length: int = 256
+    measures: SampleMeasures = SampleMeasures()
+
+    def __post_init__(self):
+        if option := self.measures.wanting(self.sample_n):
+            raise UsageError(f"{option} needs at least {self.measures.most} samples of each source, "
+                             f"but --sample is {self.sample_n}")
 
 
 def _untracked(candidates: Iterable[Record], what: str, total: int) -> Iterable[Record]:
@@ -91,8 +129,7 @@ def evaluate_model(model_dir: str, sources: list[Record], rewards: Sequence[Rewa
         sampling = DecodeOptions(n=plan.sample_n, temperature=plan.temperature, max_length=plan.max_length)
         sampled = list(track(sampler.sample(sources, sampling, SampleStats()), "candidates (sampled)",
                              len(sources) * sampling.n))
-        result["sampled"] = {"decode": sampling.describe(),
-                             "rewards": {r.name: round(mean_reward(sampled, r), 6) for r in rewards}}
+        result["sampled"] = {"decode": sampling.describe(), **sample_figures(sampled, rewards, plan.measures)}
     return result
 
 
@@ -108,7 +145,8 @@ def read_outputs(reader: RecordReader, like: list[Record] | None = None, like_na
     for record in reader:
         if "id" in record and not _first_time(record["id"], seen):
             raise reader.fail(f"id {record['id']!r} appears again: without -m, rest eval takes one hyp "
-                              f"per source (pick one per source first, e.g. with rest bestofn)")
+                              f"per source (pick one per source first, e.g. with rest bestofn), or "
+                              f"samples of each source for --pass-at and --majority")
         if like is not None:
             _check_same_source(record, like, len(records), like_name, reader)
         records.append(record)
@@ -127,20 +165,63 @@ def _first_time(value, seen: set[bytes]) -> bool:
 
 
 def _check_same_source(record: Record, like: list[Record], index: int, like_name: str,
-                       reader: RecordReader) -> None:
-    """Refuse a record that is not the source `like` holds at the same place."""
+                       reader: RecordReader, what: str = "record") -> None:
+    """Refuse a record that is not the source `like` holds at the same place (`what`: a record, or
+    the first of a source's samples)."""
     if index >= len(like):
-        raise reader.fail(f"more outputs than the {len(like)} of {like_name}: outputs to compare must be "
-                          f"of the same sources")
+        raise reader.fail(f"more {'outputs' if what == 'record' else 'sources'} than the {len(like)} of "
+                          f"{like_name}: outputs to compare must be of the same sources")
     if any(record.get(f) != like[index].get(f) for f in ("id", "src", "ref")):
-        raise reader.fail(f"not the same source as record {index + 1} of {like_name} (id, src or ref "
+        raise reader.fail(f"not the same source as {what} {index + 1} of {like_name} (id, src or ref "
                           f"differ): outputs to compare must be of the same sources, in the same order")
+
+
+def read_samples(reader: RecordReader, like: list[list[Record]] | None = None,
+                 like_name: str = "") -> list[list[Record]]:
+    """The records of `reader` as one list of samples per source, grouped by `id` (an id that comes
+    back after others is refused at its line). With `like` (the sources read from `like_name`),
+    the sources must be the same, in order; their numbers of samples may differ."""
+    heads = None if like is None else [samples[0] for samples in like]
+    groups = list(iter_groups(_same_sources(reader, heads, like_name), reader=reader))
+    if heads is not None and len(groups) < len(heads):
+        raise InputError(reader.name, None, f"{len(groups)} sources, but {like_name} has {len(heads)}: "
+                                            f"outputs to compare must be of the same sources")
+    return groups
+
+
+def _same_sources(reader: RecordReader, heads: list[Record] | None, like_name: str):
+    """The records of `reader`, each source's first refused at its line when `heads` holds another."""
+    index, current = -1, None
+    for record in reader:
+        if heads is not None and (index < 0 or record["id"] != current):
+            index, current = index + 1, record["id"]
+            _check_same_source(record, heads, index, like_name, reader, what="source")
+        yield record
 
 
 def evaluate_outputs(outputs: list[Record], rewards: Sequence[Reward], name: str) -> dict:
     """Measure outputs already made (each record's `hyp` against its `ref`): no model, no decoding."""
     return {"model": f"hyp of {name}", "decode": GIVEN_HYP, "sources": len(outputs),
             **candidate_metrics(outputs, rewards)}
+
+
+def evaluate_samples(groups: list[list[Record]], rewards: Sequence[Reward], measures: SampleMeasures,
+                     name: str) -> dict:
+    """Measure samples already made, several per source (no model): each reward's mean over all
+    samples, distinct-n, and under `sampled` the pass@k and maj@m `measures` asks for.
+
+    References mixed in by `rest sample --include-ref` (`origin: ref`) are not the policy's samples
+    and are left out. No corpus BLEU or chrF: several outputs of a source would weigh its
+    reference several times.
+    """
+    sources = [[r for r in group if r.get("origin") != "ref"] for group in groups]
+    for group, samples in zip(groups, sources):
+        measures.check_samples(len(samples), f"source {group[0]['id']!r} of {name}")  # before scoring
+    samples = [r for group in sources for r in group]
+    figures = sample_figures(samples, rewards, measures)
+    return {"model": f"hyp of {name}", "decode": GIVEN_HYP, "sources": len(sources),
+            "rewards": figures.pop("rewards"), "reward_sigs": {r.name: r.signature() for r in rewards},
+            **diversity([r["hyp"] for r in samples]), "sampled": {"decode": GIVEN_HYP, **figures}}
 
 
 def compare(results: list[dict], hack_threshold: float = 1.0) -> list[dict]:
@@ -158,7 +239,16 @@ def compare(results: list[dict], hack_threshold: float = 1.0) -> list[dict]:
         falls = [m for m, delta in metric_deltas.items() if delta < -hack_threshold]
         rises = [name for name, delta in reward_deltas.items() if delta > 0]
         rows.append({"model": other["model"], "against": base["model"], "rewards": reward_deltas,
-                     **metric_deltas, "reward_hacking_suspected": bool(rises and falls),
+                     **metric_deltas, **_sampled_deltas(base, other),
+                     "reward_hacking_suspected": bool(rises and falls),
                      "why": (f"{', '.join(rises)} up while {', '.join(falls)} down"
                              if rises and falls else "")})
     return rows
+
+
+def _sampled_deltas(base: dict, other: dict) -> dict:
+    """Deltas of pass@k and maj@m, by reward and k, where both results have them."""
+    ours, theirs = base.get("sampled", {}), other.get("sampled", {})
+    return {measure: {name: {k: round(theirs[measure][name][k] - value, 6) for k, value in values.items()}
+                      for name, values in ours[measure].items()}
+            for measure in ("pass_at", "majority") if measure in ours and measure in theirs}

@@ -1,44 +1,53 @@
 """The Improve step's filters: which scored candidates are kept for fine-tuning.
 
 A global threshold works record by record (ReST's F(x, y; tau) = 1[R(x, y) > tau]).
-Per-source filters (percentile, gamma, top-k, de-duplication) look at all candidates of
-one source, so they read a stream grouped by `id` and hold one group at a time.
+Per-source filters (percentile, gamma, top-k, de-duplication, a cap on the candidates kept per
+source) look at all candidates of one source, so they read a stream grouped by `id` and hold one
+group at a time.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rest_cli.errors import UsageError
 from rest_cli.io.records import Record, RecordReader, iter_groups
+from rest_cli.io.shards import derived_seed
 
 
 @dataclass(frozen=True)
 class FilterSpec:
     """What to keep. Criteria combine: a candidate must pass every threshold given, then
-    `top_k` keeps the best survivors of each source. `dedup` drops repeated hypotheses of
-    a source first (keeping the first), so thresholds and top-k see distinct candidates."""
+    `top_k` keeps the best survivors of each source, then `max_per_source` keeps a random subset
+    of what is left. `dedup` drops repeated hypotheses of a source first (keeping the first), so
+    thresholds, top-k and the cap see distinct candidates."""
 
     tau: float | None = None          # keep reward > tau
     percentile: float | None = None   # keep reward >= the P-th percentile of the source's rewards
     gamma: float | None = None        # keep reward >= gamma*max + (1-gamma)*mean of the source
     top_k: int | None = None          # keep the k best of the source (ties: earlier first)
     dedup: bool = False
+    max_per_source: int | None = None  # keep at most this many of the source, drawn at random (ReST-EM)
+    seed: int = 0                     # of the draw; each source's own seed comes from it and its id
 
     def __post_init__(self):
         _check_range("--tau", self.tau, 0.0, 1.0)
         _check_range("--percentile", self.percentile, 0.0, 100.0)
         _check_range("--gamma", self.gamma, 0.0, 1.0)
-        if self.top_k is not None and self.top_k < 1:
-            raise UsageError(f"--top-k must be at least 1, got {self.top_k}")
+        for option, value in (("--top-k", self.top_k), ("--max-per-source", self.max_per_source)):
+            if value is not None and value < 1:
+                raise UsageError(f"{option} must be at least 1, got {value}")
         if not (self.per_source or self.tau is not None):
-            raise UsageError("give a filter: --tau, --percentile, --gamma, --top-k or --dedup")
+            raise UsageError("give a filter: --tau, --percentile, --gamma, --top-k, --dedup or "
+                             "--max-per-source")
 
     @property
     def per_source(self) -> bool:
-        return self.percentile is not None or self.gamma is not None or self.top_k is not None or self.dedup
+        return (self.percentile is not None or self.gamma is not None or self.top_k is not None
+                or self.dedup or self.max_per_source is not None)
 
     def fields(self) -> tuple[str, ...]:
         """The record fields this filter reads."""
@@ -81,6 +90,15 @@ def top_k(group: list[Record], k: int) -> list[Record]:
     return [group[i] for i in sorted(ranked)]
 
 
+def random_subset(group: list[Record], k: int, seed: int) -> list[Record]:
+    """k records of `group` drawn at random without replacement (all when it has no more than k),
+    in their original order: the same seed and group give the same subset."""
+    if len(group) <= k:
+        return list(group)
+    chosen = random.Random(seed).sample(range(len(group)), k)
+    return [group[i] for i in sorted(chosen)]
+
+
 def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
     """Apply `spec` to the candidates of one source; order is kept."""
     if spec.dedup:
@@ -93,7 +111,13 @@ def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
         floor = max(floor, gamma_threshold(rewards, spec.gamma))
     tau = -math.inf if spec.tau is None else spec.tau
     kept = [r for r in group if r["reward"] > tau and r["reward"] >= floor]
-    return top_k(kept, spec.top_k) if spec.top_k is not None else kept
+    if spec.top_k is not None:
+        kept = top_k(kept, spec.top_k)
+    if spec.max_per_source is not None and kept:
+        # Seeded by the source's id, not its position: shards and the order of sources never change it.
+        seed = derived_seed(spec.seed, "max-per-source", kept[0]["id"])
+        kept = random_subset(kept, spec.max_per_source, seed)
+    return kept
 
 
 # Improve data that is more than this share references is mostly behaviour cloning again: the

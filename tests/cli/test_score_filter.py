@@ -56,6 +56,20 @@ def test_per_source_filter_pipeline_with_gzip_files(candidates, tmp_path):
 
 
 @pytest.mark.subprocess
+def test_max_per_source_caps_the_correct_samples_of_each_source_reproducibly(tmp_path):
+    # ReST-EM: of 6 samples per source with a binary reward, keep at most 2 of the correct ones.
+    records = [{"id": s, "hyp": f"{s}{k}", "reward": float(k % 3 != 0)} for s in "abc" for k in range(6)]
+    scored = write_jsonl(tmp_path / "scored.jsonl", records)
+    runs = [rest("filter", "--tau", "0.5", "--max-per-source", "2", *seed, str(scored))
+            for seed in ([], ["--seed", "0"], ["--seed", "1"])]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    default, zero, one = ([r["hyp"] for r in read_jsonl(run.stdout)] for run in runs)
+    assert default == zero and len(default) == 6 and [h[0] for h in default] == list("aabbcc")
+    assert all(int(h[1]) % 3 for h in default + one)  # only correct ones
+    assert b"18 records in, 6 out (33.3%); 3 sources" in runs[0].stderr
+
+
+@pytest.mark.subprocess
 def test_head_closes_the_pipe_quietly(tmp_path):
     many = write_jsonl(tmp_path / "many.jsonl", [{"id": i, "reward": 0.9} for i in range(200_000)])
     result = shell(f"rest filter --tau 0.5 {many} | head -n 2", cwd=tmp_path)
@@ -73,6 +87,8 @@ def test_head_closes_the_pipe_quietly(tmp_path):
     (["score", "-r", "chrf"], b'{"hyp": ["a"], "ref": "a"}', 3, "<stdin>:2: field 'hyp' must be a string"),
     (["score", "-r", "nope"], b'{}', 2, "unknown reward 'nope'"),
     (["filter"], b'{}', 2, "give a filter"),
+    (["filter", "--max-per-source", "0"], b'{}', 2, "--max-per-source must be at least 1"),
+    (["filter", "--tau", "0.5", "--seed", "3"], b'{}', 2, "--seed: the seed of the --max-per-source draw"),
 ])
 def test_bad_input_is_one_line_with_its_exit_code(args, line, code, message):
     good = b'{"id": 0, "hyp": "a", "ref": "a", "reward": 0.5}\n'

@@ -137,3 +137,66 @@ def test_brief_with_a_model_names_model_and_data(random_model_dir, tmp_path):
         f"rest eval: {random_model_dir} on {data}: chrf {measured['rewards']['chrf']:.4f}, "
         f"BLEU {measured['bleu']:.2f}, chrF {measured['chrf']:.2f}, "
         f"length ratio {measured['length_ratio']:.2f}"]
+
+
+# Samples of two sources with their extracted answers, as an answer reward leaves them; `exact` scores
+# them against ref. q1: 2 of 4 correct, majority "12" (right). q2: 1 of 4 correct, majority "8" (wrong),
+# one sample without an answer. The reference of q1 (origin "ref") is not a sample and is left out.
+SAMPLES = [{"id": "q1", "src": "3*4?", "ref": "12", "hyp": hyp, "hyp_answer": answer, "origin": origin}
+           for hyp, answer, origin in [("12", "12", "sample"), ("13", "13", "sample"),
+                                       ("12 ", "12", "sample"), ("it is 12", "12", "sample"),
+                                       ("12", "12", "ref")]] + \
+          [{"id": "q2", "src": "2+5?", "ref": "7", "hyp": hyp, "hyp_answer": answer}
+           for hyp, answer in [("8", "8"), ("7", "7"), ("so 8", "8"), ("hmm", None)]]
+
+
+def test_pass_at_k_and_majority_of_a_file_of_samples(tmp_path):
+    path = write_jsonl(tmp_path / "samples.jsonl", SAMPLES)
+    result = invoke(path, "-r", "exact", "--pass-at", "4,1,2", "--majority", "4")
+    assert result.exit_code == 0, result.stderr
+    (measured,) = orjson.loads(result.stdout)["results"]
+    # exact: q1 "12", "12 " are correct (white space folded), "it is 12" is not: c = 2 of 4; q2: c = 1 of 4.
+    # pass@2 = ((1 - C(2,2)/C(4,2)) + (1 - C(3,2)/C(4,2))) / 2 = (5/6 + 1/2) / 2 = 2/3.
+    assert measured["sources"] == 2 and measured["rewards"] == {"exact": 0.375}
+    assert "bleu" not in measured  # several outputs per source would weigh a reference several times
+    assert measured["sampled"] == {"decode": "hyp given", "samples": 8, "correct_at": 1.0,
+                                   "pass_at": {"exact": {"1": 0.375, "2": 0.666667, "4": 1.0}},
+                                   "majority": {"exact": {"4": 0.5}}}
+    assert "pass@2 exact" in result.stderr and "maj@4 exact" in result.stderr
+    brief = invoke(path, "-r", "exact", "--pass-at", "1", "--majority", "4", "--brief")
+    assert brief.stderr.splitlines() == [
+        f"rest eval: hyp of {path}: exact 0.3750, pass@1 exact 0.3750, maj@4 exact 0.5000"]
+
+
+def test_compare_files_of_samples_gives_deltas_of_pass_at_k(tmp_path):
+    base = write_jsonl(tmp_path / "a.jsonl", SAMPLES)
+    better = write_jsonl(tmp_path / "b.jsonl", [{**r, "hyp": r["ref"]} for r in SAMPLES])
+    result = invoke(base, "--compare", better, "-r", "exact", "--pass-at", "1", "--majority", "3")
+    assert result.exit_code == 0, result.stderr
+    (row,) = orjson.loads(result.stdout)["comparisons"]
+    assert row["pass_at"] == {"exact": {"1": 0.625}} and "majority" in row
+    other = write_jsonl(tmp_path / "c.jsonl", [{**r, "id": "q9"} if r["id"] == "q2" else r for r in SAMPLES])
+    line = one_error_line(invoke(base, "--compare", other, "-r", "exact", "--pass-at", "1"), 3)
+    assert f"{other}:6: not the same source as source 2 of {base}" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-r", "exact", "--pass-at", "5"], "--pass-at 5 needs at least 5 samples of each source, but source "
+                                        "'q1' of {path} has 4"),
+    (["-r", "exact", "--majority", "2,8"], "--majority 8 needs at least 8 samples"),
+    (["-r", "exact", "--pass-at", "1,x"], "--pass-at takes whole numbers >= 1 separated by commas"),
+    (["-r", "exact", "--pass-at", "0"], "--pass-at takes whole numbers >= 1"),
+    (["--pass-at", "1"], "--pass-at and --majority count samples whose reward is correct: give the reward"),
+    (["-r", "exact", "--correct-at", "0.5"], "--correct-at: what counts as correct for --pass-at"),
+    (["-r", "exact", "--pass-at", "1", "--correct-at", "2"], "--correct-at must be in [0, 1]"),
+])
+def test_measures_that_cannot_be_made_are_one_line_usage_errors(tmp_path, args, message):
+    path = write_jsonl(tmp_path / "samples.jsonl", SAMPLES)
+    line = one_error_line(invoke(path, *args), 2)
+    assert line.startswith(f"rest eval: error: {message.format(path=path)}")
+
+
+def test_samples_must_be_grouped_by_source(tmp_path):
+    path = write_jsonl(tmp_path / "samples.jsonl", SAMPLES[5:7] + SAMPLES[:4] + SAMPLES[7:])
+    line = one_error_line(invoke(path, "-r", "exact", "--pass-at", "1"), 3)
+    assert f"{path}:7: id 'q2' appears again after other ids" in line

@@ -85,3 +85,32 @@ def test_eval_refuses_one_range_for_several_rewards(random_model_dir, tmp_path, 
     assert out.returncode == 2 and lines == [
         f"rest eval: error: {option[0]} sets the range of one reward, but 2 rewards are given; "
         f"to range one of them, write scale(SPEC, lo=LO, hi=HI) in its --reward"], lines
+
+
+@pytest.mark.subprocess
+def test_eval_pass_at_k_and_majority_of_a_models_samples(random_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "test.jsonl",
+                       [{"src": "eins hund", "ref": "one dog"}, {"src": "zwei", "ref": "two"}])
+    args = ("eval", "-m", str(random_model_dir), "--compare", str(random_model_dir), "-r", "chrf",
+            "--max-length", "8", "--pass-at", "1,3", "--majority", "3", "--correct-at", "0.1", str(data))
+    out = rest(*args)
+    assert out.returncode == 0, out.stderr
+    report = read_jsonl(out.stdout.replace(b"\n", b" "))[0]
+    first, second = report["results"]
+    sampled = first["sampled"]
+    # Without --sample, the largest K or M sets the samples per source.
+    assert sampled["samples"] == 2 * 3 and sampled["decode"].startswith("sample|n:3|")
+    assert set(sampled["pass_at"]["chrf"]) == {"1", "3"} and set(sampled["majority"]["chrf"]) == {"3"}
+    assert sampled["pass_at"]["chrf"]["1"] <= sampled["pass_at"]["chrf"]["3"]
+    assert sampled["correct_at"] == 0.1 and first == second
+    assert report["comparisons"][0]["pass_at"] == {"chrf": {"1": 0.0, "3": 0.0}}
+    assert "pass@3 chrf" in out.stderr.decode()
+
+
+@pytest.mark.subprocess
+def test_eval_refuses_more_k_than_samples_before_decoding(random_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "test.jsonl", [{"src": "eins hund", "ref": "one dog"}])
+    out = rest("eval", "-m", str(random_model_dir), "-r", "chrf", "--sample", "2", "--pass-at", "1,4",
+               str(data))
+    assert out.returncode == 2 and out.stderr.decode().splitlines() == [
+        "rest eval: error: --pass-at 4 needs at least 4 samples of each source, but --sample is 2"]

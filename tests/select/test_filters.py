@@ -4,7 +4,14 @@ from hypothesis import strategies as st
 
 from rest_cli.errors import UsageError
 from rest_cli.io.records import RecordReader
-from rest_cli.select.filters import FilterSpec, FilterStats, filter_group, filter_records, gamma_threshold
+from rest_cli.select.filters import (
+    FilterSpec,
+    FilterStats,
+    filter_group,
+    filter_records,
+    gamma_threshold,
+    random_subset,
+)
 from tests.helpers import write_jsonl
 
 
@@ -58,11 +65,55 @@ def test_criteria_combine():
 
 @pytest.mark.parametrize("spec, message", [
     ({}, "give a filter"), ({"tau": 1.5}, "--tau"), ({"percentile": -1}, "--percentile"),
-    ({"gamma": 2}, "--gamma"), ({"top_k": 0}, "--top-k"),
+    ({"gamma": 2}, "--gamma"), ({"top_k": 0}, "--top-k"), ({"max_per_source": 0}, "--max-per-source"),
 ])
 def test_bad_specs_are_usage_errors(spec, message):
     with pytest.raises(UsageError, match=message):
         FilterSpec(**spec)
+
+
+def test_max_per_source_keeps_all_when_fewer_pass():
+    assert kept_ks(group(0.9, 0.1, 0.8), tau=0.5, max_per_source=2) == [0, 2]
+    assert kept_ks(group(0.9, 0.1, 0.8), tau=0.5, max_per_source=5) == [0, 2]
+    assert kept_ks(group(0.1, 0.2), tau=0.5, max_per_source=1) == []
+
+
+def test_max_per_source_draws_k_of_the_passing_in_their_order_the_same_for_a_seed():
+    records = group(*[0.2, 0.9] * 10)  # the odd ks pass
+    drawn = {seed: kept_ks(records, tau=0.5, max_per_source=3, seed=seed) for seed in range(20)}
+    for ks in drawn.values():
+        assert len(ks) == 3 and ks == sorted(ks) and all(k % 2 for k in ks)
+    assert drawn[0] == kept_ks(records, tau=0.5, max_per_source=3, seed=0)
+    assert len({tuple(ks) for ks in drawn.values()}) > 1  # other seeds draw other subsets
+
+
+def test_max_per_source_comes_after_dedup_and_top_k():
+    # dedup leaves 3 distinct passing hypotheses; the cap draws 2 of them, never both copies of "same".
+    records = group(0.9, 0.9, 0.9, 0.8, hyps=["same", "same", "other", "third"])
+    for seed in range(10):
+        kept = [r["hyp"] for r in filter_group(records, FilterSpec(dedup=True, max_per_source=2, seed=seed))]
+        assert len(kept) == 2 == len(set(kept))
+    # top-k first keeps the 2 best; a cap of 1 then draws one of those two.
+    best_two = group(0.3, 0.9, 0.95, 0.1)
+    assert {kept_ks(best_two, top_k=2, max_per_source=1, seed=s)[0] for s in range(20)} == {1, 2}
+
+
+def test_a_sources_draw_depends_on_its_id_not_on_the_others(tmp_path):
+    def kept_of(sources, source_id):
+        records = [{"id": s, "hyp": f"{s}{k}", "reward": 1.0} for s in sources for k in range(8)]
+        reader = RecordReader(str(write_jsonl(tmp_path / "x.jsonl", records)), required=["reward", "id"])
+        return [r["hyp"] for r in filter_records(reader, FilterSpec(max_per_source=3, seed=7), FilterStats())
+                if r["id"] == source_id]
+    assert kept_of(["b"], "b") == kept_of(["a", "c", "b"], "b") == kept_of(["b", "z"], "b")
+
+
+def test_max_per_source_counts_references_as_candidates():
+    # As every per-source filter does, a reference (origin "ref") is one of the source's candidates:
+    # it must pass, and it takes one of the K places when drawn.
+    records = [{"id": "s", "k": k, "hyp": f"h{k}", "reward": 1.0, "origin": "sample"} for k in range(4)]
+    records.append({"id": "s", "k": 4, "hyp": "ref", "reward": 1.0, "origin": "ref"})
+    draws = [kept_ks(records, max_per_source=2, seed=seed) for seed in range(30)]
+    assert all(len(ks) == 2 for ks in draws) and any(4 in ks for ks in draws)
 
 
 def test_stream_summary_counts_sources_left_empty(tmp_path):
@@ -127,10 +178,10 @@ rewards = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12
 def filter_specs(draw):
     spec = dict(tau=draw(st.none() | st.floats(0.0, 1.0)), percentile=draw(st.none() | st.floats(0.0, 100.0)),
                 gamma=draw(st.none() | st.floats(0.0, 1.0)), top_k=draw(st.none() | st.integers(1, 5)),
-                dedup=draw(st.booleans()))
+                dedup=draw(st.booleans()), max_per_source=draw(st.none() | st.integers(1, 5)))
     if all(v in (None, False) for v in spec.values()):
         spec["tau"] = 0.5
-    return FilterSpec(**spec)
+    return FilterSpec(**spec, seed=draw(st.integers(0, 3)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -141,6 +192,7 @@ def test_output_is_an_ordered_subset(rewards, spec, dup):
     ks = [r["k"] for r in kept]
     assert ks == sorted(ks) and len(set(ks)) == len(ks)
     assert all(r is records[r["k"]] for r in kept)
+    assert spec.max_per_source is None or len(kept) <= spec.max_per_source
 
 
 @settings(max_examples=300, deadline=None)
@@ -164,3 +216,12 @@ def test_per_source_thresholds_always_keep_the_best(rewards, gamma):
     best = max(rewards)
     for spec in ({"gamma": gamma}, {"percentile": gamma * 100}):
         assert any(r["reward"] == best for r in filter_group(group(*rewards), FilterSpec(**spec)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rewards=rewards, k=st.integers(1, 6), seed=st.integers(0, 2**32))
+def test_random_subset_never_keeps_more_than_k_and_keeps_order(rewards, k, seed):
+    records = group(*rewards)
+    kept = random_subset(records, k, seed)
+    assert len(kept) == min(k, len(records)) and kept == [r for r in records if r in kept]
+    assert kept == random_subset(records, k, seed)
