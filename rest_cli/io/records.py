@@ -46,6 +46,10 @@ def _is_reward(value: Any) -> bool:
     return (type(value) is float or type(value) is int) and 0.0 <= value <= 1.0  # NaN fails the comparison
 
 
+def _is_answer(value: Any) -> bool:
+    return isinstance(value, str) or _is_number(value)
+
+
 # The fields of the contract: the check each must pass, and what the error calls it.
 FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "id": (_is_id, "a string or an integer"),
@@ -56,6 +60,8 @@ FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "reward": (_is_reward, "a finite number in [0, 1]"),
     "logprob": (_is_number, "a finite number"),
     "weight": (_is_number, "a finite number"),
+    "answer": (_is_answer, "a number or a string"),  # the checked answer (the `answer` reward)
+    "tests": (_is_text, "a string (Python source)"),  # unit tests of a program (the `tests` reward)
 }
 
 

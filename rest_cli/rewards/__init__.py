@@ -4,7 +4,7 @@ build.build_reward is the one entry point. Importing a family module registers i
 none imports a model until a reward is built.
 """
 
-from rest_cli.rewards import embedding, guards, metrics, numbers  # noqa: F401  (register their rewards)
+from rest_cli.rewards import embedding, guards, metrics, numbers, verifiable  # noqa: F401  (registers them)
 from rest_cli.rewards.base import Reward, register, reward_names, score_records
 from rest_cli.rewards.build import RewardOptions, build_reward
 

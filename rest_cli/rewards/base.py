@@ -61,7 +61,7 @@ class Reward(ABC):
 
     @abstractmethod
     def score(self, records: list[Record]) -> list[float]:
-        """Return one reward in [0, 1] per record, in order."""
+        """Return one reward in [0, 1] per record, in order (a `Scores` to add fields to the records)."""
 
     @abstractmethod
     def signature(self) -> str:
@@ -79,6 +79,35 @@ class Reward(ABC):
             return
         with contextlib.suppress(Exception):  # the error already under way is the one to report
             self.close()
+
+
+class Scores(list):
+    """A reward's values for a batch, with `fields` to add to each record: one dict per record.
+
+    A reward that says why a candidate got its value (an extracted answer, a test verdict) returns
+    Scores(values, fields); a plain list means no fields. score_records adds the fields to the records
+    (overwriting only those names), and compositions pass their parts' fields on.
+    """
+
+    def __init__(self, values: Iterable[float], fields: list[dict] | None = None):
+        super().__init__(values)
+        self.fields = fields if fields is not None else [{} for _ in self]
+        if len(self.fields) != len(self):
+            raise ValueError(f"{len(self.fields)} field sets for {len(self)} values")
+
+
+def fields_of(values: list[float]) -> list[dict]:
+    """The fields a reward's answer adds to each record: Scores' own, none for a plain list."""
+    return getattr(values, "fields", None) or [{} for _ in values]
+
+
+def merged_fields(columns: list[list[float]]) -> list[dict]:
+    """Record by record, the fields of several rewards' answers; a later part's name wins a clash."""
+    merged = [{} for _ in columns[0]] if columns else []
+    for column in columns:
+        for fields, extra in zip(merged, fields_of(column)):
+            fields.update(extra)
+    return merged
 
 
 _REGISTRY: dict[str, Callable[..., Reward]] = {}
@@ -140,14 +169,16 @@ def score_records(records: Iterable[Record], reward: Reward, batch_size: int = 2
 
     A batch is checked whole before any of its records is yielded, so a reward that
     fails never leaves values attached to the wrong records. The reward is shown each record
-    through `reward.cap` (long text fields cut), and the records keep their full text.
+    through `reward.cap` (long text fields cut), and the records keep their full text. A reward
+    that returns `Scores` also adds its fields (`hyp_answer`, `tests_verdict`, ...) to each record.
     """
     cap = reward.cap if reward.cap is not None else FieldCap()
     signature = None
     for batch in batched(records, batch_size):
         values = checked(reward.score([cap.view(r) for r in batch]), batch, reward)
         signature = signature or reward.signature()  # sacrebleu knows its settings only after scoring
-        for record, value in zip(batch, values):
+        for record, value, fields in zip(batch, values, fields_of(values)):
+            record.update(fields)
             record["reward"] = float(value)
             record["reward_name"] = reward.name
             record["reward_sig"] = signature

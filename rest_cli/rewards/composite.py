@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from rest_cli.io.records import Record
-from rest_cli.rewards.base import Reward, checked
+from rest_cli.rewards.base import Reward, Scores, checked, merged_fields
 from rest_cli.rewards.user import exact_number
 
 _COMBINE = {
@@ -29,8 +29,11 @@ class Composite(Reward):
         self.preset = ""  # set for a registered preset, which the signature then names
         self.needs = tuple(dict.fromkeys(f for part in parts for f in part.needs))
 
-    def score(self, records: list[Record]) -> list[float]:
+    def score(self, records: list[Record]) -> Scores:
         columns = [checked(part.score(records), records, part) for part in self.parts]
+        return Scores(self._combined(columns), merged_fields(columns))  # the parts' fields pass on
+
+    def _combined(self, columns: list[list[float]]) -> list[float]:
         if self.weights is not None:
             # Weights sum to at most 1 (checked when built); min() absorbs float rounding above 1.
             return [min(1.0, sum(w * v for w, v in zip(self.weights, row))) for row in zip(*columns)]

@@ -21,7 +21,7 @@ from pathlib import Path
 from rest_cli import __version__
 from rest_cli.errors import RestError, UsageError
 from rest_cli.io.records import FIELDS, Record, RecordReader
-from rest_cli.rewards.base import FieldCap, Reward, batched
+from rest_cli.rewards.base import FieldCap, Reward, Scores, batched, fields_of
 
 # The percentiles --calibrate maps to 0 and 1: the extremes, less 1% on each side for outliers.
 CALIBRATION_PERCENTILES = (1, 99)
@@ -160,10 +160,10 @@ class Scaled(Reward):
         self.inner, self.lo, self.hi, self.how = inner, lo, hi, how
         self.name, self.needs = inner.name, inner.needs
 
-    def score(self, records: list[Record]) -> list[float]:
+    def score(self, records: list[Record]) -> Scores:
         raw = getattr(self.inner, "raw_score", self.inner.score)(records)
         span = self.hi - self.lo
-        return [min(1.0, max(0.0, (x - self.lo) / span)) for x in raw]
+        return Scores([min(1.0, max(0.0, (x - self.lo) / span)) for x in raw], fields_of(raw))
 
     def signature(self) -> str:
         return (f"{self.inner.signature()}|range:{exact_number(self.lo)}:{exact_number(self.hi)}|"
