@@ -4,6 +4,7 @@
 #   make -f rest.mk rest TRAIN=my/train.jsonl VALID=my/valid.jsonl TEST=my/test.jsonl REWARD=chrf
 #   make -f rest.mk rest TRAIN="train.de train.en" VALID="val.de val.en" TEST="test.de test.en"
 #   make -f rest.mk rest INIT=~/models/opus-mt-de-en TRAIN=... VALID=... TEST=...   a pretrained start
+#   make -f rest.mk rest TASK=arithmetic G=3      ReST-EM's demo: a decoder-only model, checked answers
 #
 # TRAIN, VALID and TEST are JSONL records (src, ref) or two aligned plain-text files (source,
 # reference; `rest from-text` converts them into RUN/data/). Paths given on the command line are
@@ -31,6 +32,31 @@ $(foreach v,RUN TRAIN VALID TEST INIT,$(if $(filter command line environment,$(o
   $(eval override $(v) := $(call from_user,$($(v))))))
 
 REST ?= rest
+# The demo a run without TRAIN/VALID/TEST makes, and the defaults that suit it: `translation`
+# (ReST's, with rest's own small Transformer) or `arithmetic` (ReST-EM's: sums whose answer
+# the `answer` reward checks, a tiny Llama trained from scratch by BC, one Improve step per Grow
+# step from BC, a binary threshold, at most 10 distinct correct samples per source).
+TASK ?= translation
+ifeq ($(TASK),arithmetic)
+RUN ?= runs/arithmetic
+G ?= 3
+I ?= 1
+N ?= 8
+REWARD ?= answer
+SCHEDULE ?= 0.5
+LRS ?= 5e-4
+IMPROVE_STEPS ?= 300
+IMPROVE_FROM ?= base
+FILTER_OPTS ?= --dedup --max-per-source 10
+DEMO_OPTS ?= --task arithmetic
+BC_OPTS ?= --steps 1500 --lr 2e-3 --warmup 100
+FINETUNE_OPTS ?= --batch-tokens 1024 --max-length 16
+SAMPLE_OPTS ?= --temperature 0.8 --max-length 8
+EVAL_OPTS ?= --max-length 8
+TEST_OPTS ?= $(EVAL_OPTS) --sample 8 --pass-at 1,8 --majority 8
+BON_N ?= 1,2,4,8
+CONTROLS ?= more
+endif
 RUN ?= runs/demo
 G ?= 2
 I ?= 3
@@ -41,6 +67,12 @@ SCHEDULE ?= 0.0 0.7 0.8 0.9 0.95 0.99
 # Learning rate of Improve step i: the i-th word. Each step starts from the previous policy, lower.
 LRS ?= 3e-4 2e-4 1.5e-4 1e-4 7e-5 5e-5
 IMPROVE_STEPS ?= 200
+# Where Improve step 1 of each Grow step starts: `previous`, the policy of the Grow step before
+# (ReST), or `base`, BC (ReST-EM, which fine-tunes the base model afresh on each Grow step's data).
+# Later Improve steps of a Grow step start from the best before them.
+IMPROVE_FROM ?= previous
+# More options of `rest filter` (--dedup, --max-per-source K, ...).
+FILTER_OPTS ?=
 DATA ?= $(RUN)/data
 DEMO_SPLITS := $(DATA)/train.jsonl $(DATA)/valid.jsonl $(DATA)/test.jsonl
 TRAIN ?= $(DATA)/train.jsonl
@@ -86,8 +118,8 @@ qv = '$(subst ','\'',$(1)=$($(1)))'
 ifneq ($(and $(USES_DEMO),$(GIVEN_DATA)),)
 $(error rest.mk: give TRAIN, VALID and TEST together (or none of them, for the demo); given: $(GIVEN_DATA))
 endif
-SETTINGS := G I N IMPROVE_STEPS CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS BON_N CONTROLS REWARD \
-  $(if $(INIT),INIT)
+SETTINGS := TASK G I N IMPROVE_STEPS IMPROVE_FROM CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS \
+  BON_N CONTROLS REWARD $(if $(INIT),INIT)
 CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
   $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
 ifneq ($(CHECKED),)
@@ -107,6 +139,8 @@ FINETUNE := $(strip $(FINETUNE_LAUNCH) $(REST) finetune)
 minus1 = $(shell echo $$(($(1) - 1)))
 # The model a validation report measured: the policy of that step. (Used inside $(eval): $$$$ becomes $.)
 model_of = $$$$($(REST) loop best -r $(R) $(1))
+# Whether Improve step $(1) of a Grow step starts from BC.
+from_base = $(and $(filter base,$(IMPROVE_FROM)),$(filter 1,$(1)))
 eval_to = $(REST) eval --brief -r $(R) $(1) > $(2).tmp && mv $(2).tmp $(2)
 
 # A failing command anywhere in a pipe fails the recipe: `rest sample` dying must not leave
@@ -138,12 +172,17 @@ endef
 $(foreach s,train:TRAIN valid:VALID test:TEST,$(if $(word 2,$($(lastword $(subst :, ,$(s))))),\
   $(eval $(call FROM_TEXT,$(firstword $(subst :, ,$(s))),$($(lastword $(subst :, ,$(s))))))))
 
-# The pretrained start: INIT itself when it is a policy directory, else its import.
+# The pretrained start: INIT itself when it is a policy directory, else its import; the
+# arithmetic demo starts from the untrained model `rest demo-data` writes beside its data.
 IS_POLICY = $(shell grep -qs '"rest-model"' $(1)/config.json && echo yes)
-START := $(if $(INIT),$(if $(call IS_POLICY,$(INIT)),$(INIT),$(RUN)/init))
-$(RUN)/init/config.json:
-	$(call heading,Import: $(INIT) as a policy)
-	$(REST) import $(INIT) -o $(RUN)/init $(IMPORT_OPTS)
+DEMO_BASE := $(if $(and $(USES_DEMO),$(filter arithmetic,$(TASK))),$(DATA)/base-model)
+ifneq ($(and $(filter arithmetic,$(TASK)),$(GIVEN_DATA),$(if $(INIT),,no)),)
+$(error rest.mk: TASK=arithmetic with your own data needs INIT, a decoder-only model to start from)
+endif
+START := $(if $(INIT),$(if $(call IS_POLICY,$(INIT)),$(INIT),$(RUN)/init),$(if $(DEMO_BASE),$(RUN)/init))
+$(RUN)/init/config.json: $(if $(DEMO_BASE),$(DEMO_SPLITS))
+	$(call heading,Import: $(or $(INIT),$(DEMO_BASE)) as a policy)
+	$(REST) import $(or $(INIT),$(DEMO_BASE)) -o $(RUN)/init $(IMPORT_OPTS)
 
 # G=0: behaviour cloning on the original data (from INIT, when given).
 $(RUN)/g0/model/config.json: $(TRAIN_JSONL) $(VALID_JSONL) $(if $(START),$(START)/config.json)
@@ -182,12 +221,13 @@ define IMPROVE
 $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(shell seq 0 $(call minus1,$(2))),$(RUN)/g$(1)/i$(j)/valid.json)
 	@mkdir -p $$(@D) && rm -f $$(@D)/skipped
 	$(call heading,Grow $(1) Improve $(2): FILTER=$(FILTER) from SCHEDULE$(comma) then $(IMPROVE_STEPS) steps \
-	  at lr $(word $(2),$(LRS)) from the best policy so far)
+	  at lr $(word $(2),$(LRS)) from $(if $(call from_base,$(2)),BC (IMPROVE_FROM=base),the best policy so far))
 	@decision=$$$$($(REST) loop rising -r $(R) $$(wordlist 2,99,$$^)) && \
 	if [ "$$$$decision" = rising ]; then \
 	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
-	  $(REST) filter --$(FILTER) $$$$tau $$< -o $$(@D)/data.jsonl.gz --stats $$(@D)/data.stats.json && \
-	  $(FINETUNE) $$(@D)/data.jsonl.gz --init $(call model_of,$$(lastword $$^)) --lr $(word $(2),$(LRS)) \
+	  $(REST) filter --$(FILTER) $$$$tau $(FILTER_OPTS) $$< -o $$(@D)/data.jsonl.gz --stats $$(@D)/data.stats.json && \
+	  $(FINETUNE) $$(@D)/data.jsonl.gz --init $(if $(call from_base,$(2)),$(RUN)/g0/model,$(call model_of,$$(lastword $$^))) \
+	    --lr $(word $(2),$(LRS)) \
 	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID_JSONL) $(FINETUNE_OPTS) --output $$(@D)/model && \
 	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID_JSONL),$$@); \
 	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@.tmp && mv $$@.tmp $$@; fi

@@ -24,9 +24,15 @@ def _figures(report: dict | None, reward: str) -> dict:
     if report is None:
         return {}
     result = report["results"][0]
-    sampled = result.get("sampled", {}).get("rewards", {})
-    return {"reward": result["rewards"].get(reward), "sampled_reward": sampled.get(reward),
-            "bleu": result.get("bleu"), "chrf": result.get("chrf")}
+    sampled = result.get("sampled", {})
+    figures = {"reward": result["rewards"].get(reward),
+               "sampled_reward": sampled.get("rewards", {}).get(reward),
+               "bleu": result.get("bleu"), "chrf": result.get("chrf")}
+    # Tasks with a checked answer (TASK=arithmetic): {"1": pass@1, ...} and {"8": maj@8}.
+    for kind in ("pass_at", "majority"):
+        if sampled.get(kind, {}).get(reward):
+            figures[kind] = sampled[kind][reward]
+    return figures
 
 
 def display_name(policy: str) -> str:
@@ -100,17 +106,31 @@ def markdown(results: dict) -> str:
     lines = [f"# ReST results: {results['run']} (reward `{results['reward']}`)", ""]
     for warning in results.get("warnings", []):
         lines += [f"> **Warning:** {warning}", ""]
-    lines += ["| policy | valid reward | test reward (greedy) | test reward (sampled) | test BLEU "
-              "| test chrF | Improve data |",
-              "|---|---|---:|---:|---:|---:|---|"]
-    for row in results["steps"] + results["controls"]:
+    rows = results["steps"] + results["controls"]
+    measures = _sample_measures(rows)
+    lines += ["| policy | valid reward | test reward (greedy) | test reward (sampled) | "
+              + "".join(f"test {label} | " for label, _, _ in measures)
+              + "test BLEU | test chrF | Improve data |",
+              "|---|---|---:|---:|" + "---:|" * len(measures) + "---:|---:|---|"]
+    for row in rows:
         valid, test = row.get("valid", {}), row["test"]
         lines.append(f"| {_policy_cell(row, results.get('final_policy'))} | {_reward(valid.get('reward'))} "
-                     f"| {_reward(test.get('reward'))} | {_reward(test.get('sampled_reward'))} "
-                     f"| {_score(test.get('bleu'))} | {_score(test.get('chrf'))} "
+                     f"| {_reward(test.get('reward'))} | {_reward(test.get('sampled_reward'))} | "
+                     + "".join(f"{_reward(test.get(kind, {}).get(size))} | " for _, kind, size in measures)
+                     + f"{_score(test.get('bleu'))} | {_score(test.get('chrf'))} "
                      f"| {_share(row.get('improve_data'))} |")
     lines += _best_of_n_table(results["best_of_n"])
     return "\n".join(lines) + "\n"
+
+
+def _sample_measures(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """The pass@k and maj@m the test reports hold: (label, key, size), as `rest eval --pass-at/--majority`
+    wrote them."""
+    found = []
+    for kind, label in (("pass_at", "pass@"), ("majority", "maj@")):
+        sizes = sorted({size for row in rows for size in row["test"].get(kind, {})}, key=int)
+        found += [(f"{label}{size}", kind, size) for size in sizes]
+    return found
 
 
 def _policy_cell(row: dict, final: str | None) -> str:
@@ -165,10 +185,18 @@ def _plot_steps(axis, results: dict) -> None:
     names = [display_name(row["policy"]) for row in results["steps"]]
     for split, style, label in (("valid", "o-", "validation (greedy)"), ("test", "s-", "test (greedy)")):
         axis.plot(names, [_or_nan(row[split].get("reward")) for row in results["steps"]], style, label=label)
-    for color, control in enumerate(results["controls"], start=2):
-        if control["test"].get("reward") is not None:
-            axis.axhline(control["test"]["reward"], linestyle="--", color=f"C{color}",
-                         label=f"test (greedy), {display_name(control['policy'])}")
+    measures = _sample_measures(results["steps"])
+    for label, kind, size in measures:
+        axis.plot(names, [_or_nan(row["test"].get(kind, {}).get(size)) for row in results["steps"]], "^-",
+                  label=f"test {label}")
+    color = 2 + len(measures)
+    for control in results["controls"]:
+        for label, key, size in [("greedy", "reward", None), *measures]:
+            value = control["test"].get(key) if size is None else control["test"].get(key, {}).get(size)
+            if value is not None:
+                axis.axhline(value, linestyle="--", color=f"C{color}",
+                             label=f"test ({label}), {display_name(control['policy'])}")
+                color += 1
     axis.set(title="Reward per ReST step", xlabel="policy", ylabel=f"reward ({results['reward']})")
     axis.tick_params(axis="x", labelrotation=30)
     axis.legend()

@@ -14,6 +14,8 @@ from rest_cli.errors import UsageError
 
 FILTER_KINDS = ("tau", "percentile", "gamma")
 CONTROL_ARMS = ("converged", "more")
+TASKS = ("translation", "arithmetic")  # the demos rest.mk knows (TASK=)
+IMPROVE_STARTS = ("previous", "base")  # IMPROVE_FROM: ReST's previous policy, or ReST-EM's BC
 # The range each filter kind's threshold lives in.
 _THRESHOLD_RANGE = {"tau": (0.0, 1.0), "percentile": (0.0, 100.0), "gamma": (0.0, 1.0)}
 WHOLE_AT_LEAST_1 = ("G", "I", "N", "IMPROVE_STEPS", "CONTROL_MAX_STEPS", "CONTROL_PATIENCE", "SHARDS")
@@ -106,6 +108,7 @@ def check_start(value: str) -> None:
 _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     **{name: (lambda value, least=1: _whole(value, least)) for name in WHOLE_AT_LEAST_1},
     "FILTER": check_one_of(FILTER_KINDS),
+    "TASK": check_one_of(TASKS), "IMPROVE_FROM": check_one_of(IMPROVE_STARTS),
     "CONTROLS": check_one_of(CONTROL_ARMS, many=True),
     "REWARD": check_reward,
     "TRAIN": check_data_files, "VALID": check_data_files, "TEST": check_data_files, "INIT": check_start,

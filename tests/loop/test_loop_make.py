@@ -295,3 +295,34 @@ def test_the_loop_starts_from_a_pretrained_hugging_face_model(tmp_path, name, im
     results = json.loads((run / "results.json").read_text())
     assert [s["policy"] for s in results["steps"]][:2] == ["bc", "g1-i1"] and results["final_policy"]
     assert f"== Import: {folder} as a policy ==" in result.stdout
+
+
+def test_the_arithmetic_demo_runs_rest_em(tmp_path):
+    """`make rest TASK=arithmetic`: a Llama built by demo-data, trained by BC, then ReST-EM's choices:
+    each Grow step's Improve from BC, a binary threshold, distinct answers capped per source, pass@k."""
+    pytest.importorskip("transformers")
+    run = tmp_path / "run"
+    result = make(run, "rest", TASK="arithmetic", G="2", I="1", N="4", SHARDS="1",
+                  DEMO_OPTS="--task arithmetic --train 200 --valid 20 --test 20",
+                  BC_OPTS="--steps 20 --lr 2e-3", IMPROVE_STEPS="5", CONTROL_MAX_STEPS="10",
+                  FINETUNE_OPTS="--batch-tokens 1024 --max-length 16 --threads 1",
+                  SAMPLE_OPTS="--max-length 8", EVAL_OPTS="--max-length 8",
+                  TEST_OPTS="--max-length 8 --sample 4 --pass-at 1,4 --majority 4", BON_N="1,4",
+                  FILTER_OPTS="--dedup --max-per-source 2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "init" / "config.json").read_text())["kind"] == "hf-causal"
+    for grow in (1, 2):  # IMPROVE_FROM=base: every Grow step's Improve starts from BC
+        training = json.loads((run / f"g{grow}" / "i1" / "model" / "training.json").read_text())
+        assert training["parent"] == str(run / "g0" / "model"), training
+        assert f"== Grow {grow} Improve 1: FILTER=tau from SCHEDULE, then 5 steps at lr 5e-4 from BC " \
+               f"(IMPROVE_FROM=base) ==" in result.stdout
+        with gzip.open(run / f"g{grow}" / "i1" / "data.jsonl.gz", "rt") as data:
+            kept = [json.loads(line) for line in data]
+        per_source = collections.Counter(r["id"] for r in kept)
+        assert all(r["reward"] == 1.0 for r in kept) and max(per_source.values(), default=0) <= 2
+        assert len({(r["id"], r["hyp"]) for r in kept}) == len(kept)  # distinct answers only
+    results = json.loads((run / "results.json").read_text())
+    test = {row["policy"]: row["test"] for row in results["steps"] + results["controls"]}
+    assert set(test) == {"bc", "g1-i1", "g2-i1", "control-more"}
+    assert all(set(t["pass_at"]) == {"1", "4"} and set(t["majority"]) == {"4"} for t in test.values())
+    assert "| test pass@1 | test pass@4 | test maj@4 |" in (run / "results.md").read_text()

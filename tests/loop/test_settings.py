@@ -9,12 +9,18 @@ from tests.helpers import rest
 GOOD = {"G": "2", "I": "3", "N": "4", "IMPROVE_STEPS": "200", "CONTROL_MAX_STEPS": "2000",
         "CONTROL_PATIENCE": "2", "SHARDS": "1", "FILTER": "tau", "SCHEDULE": "0.0 0.7 0.8 0.9 0.95 0.99",
         "LRS": "3e-4 2e-4 1.5e-4", "BON_N": "1,2,4,8,16", "CONTROLS": "converged more",
-        "REWARD": "product(use, copy-guard, length-guard(max_ratio=2))"}
+        "REWARD": "product(use, copy-guard, length-guard(max_ratio=2))", "TASK": "translation",
+        "IMPROVE_FROM": "previous"}
+# TASK=arithmetic's defaults (ReST-EM).
+ARITHMETIC = {**GOOD, "TASK": "arithmetic", "G": "3", "I": "1", "N": "8", "SCHEDULE": "0.5", "LRS": "5e-4",
+              "IMPROVE_STEPS": "300", "IMPROVE_FROM": "base", "REWARD": "answer", "BON_N": "1,2,4,8",
+              "CONTROLS": "more"}
 
 
 def test_the_defaults_of_rest_mk_pass():
     assert problems(GOOD) == []
     assert problems({**GOOD, "CONTROLS": ""}) == []  # CONTROLS= skips the control arms
+    assert problems(ARITHMETIC) == []
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -31,6 +37,8 @@ def test_the_defaults_of_rest_mk_pass():
     ("BON_N", "1,2,x", "BON_N=1,2,x: must be whole numbers separated by commas"),
     ("CONTROLS", "converged fewer", "CONTROLS=converged fewer: must be some of converged, more; got 'fewer'"),
     ("REWARD", "chfr", "REWARD=chfr: unknown reward 'chfr'"),
+    ("TASK", "maths", "TASK=maths: must be one of translation, arithmetic; got 'maths'"),
+    ("IMPROVE_FROM", "bc", "IMPROVE_FROM=bc: must be one of previous, base; got 'bc'"),
     ("REWARD", "product(use,", "REWARD=product(use,: "),
 ])
 def test_each_wrong_value_is_one_line_naming_the_variable(name, value, message):
