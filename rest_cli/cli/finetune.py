@@ -126,6 +126,11 @@ def finetune(
         help="Recompute activations in the backward pass: less memory, more time, the same weights "
              "(Hugging Face policies whose transformers class supports it).",
         rich_help_panel=_RUN)] = D.gradient_checkpointing,
+    fsdp: Annotated[bool, typer.Option(
+        "--fsdp",
+        help="Under torchrun, shard weights, gradients and optimizer state over the processes (FSDP2) "
+             "instead of giving each process a copy (DDP): for a model too big for DDP. Writes the same "
+             "checkpoints and model directory.", rich_help_panel=_RUN)] = D.fsdp,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.",
                                                    rich_help_panel=_RUN)] = None,
     tensorboard: Annotated[Optional[str], typer.Option(
@@ -152,7 +157,7 @@ def finetune(
         accumulate=accumulate, label_smoothing=label_smoothing, weight_decay=weight_decay,
         clip_norm=clip_norm, max_length=max_length, seed=seed, valid_every=valid_every, patience=patience,
         checkpoint_every=checkpoint_every, log_every=log_every, device=device, bf16=bf16,
-        gradient_checkpointing=gradient_checkpointing, threads=threads, skip_invalid=skip_invalid)
+        gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, threads=threads, skip_invalid=skip_invalid)
     events = TensorBoardLog(tensorboard) if tensorboard is not None else None  # fails now if not installed
     if not is_main_process():  # under torchrun, rank 0 alone reports and writes events
         train(input, output, options, valid_path=valid, init_dir=init, save_last=save_last)

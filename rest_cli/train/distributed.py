@@ -7,6 +7,9 @@ single process would (same data, same seed). Each rank trains on the rows of eac
 holds; DistributedDataParallel averages the gradients. Each rank's loss is normalised by the
 token count of the whole global batch, so the averaged gradient is the gradient of the
 single-process loss on that batch. Rank 0 alone writes files.
+
+With `--fsdp` (`sharded`) the model is sharded over the ranks instead of copied to each
+(`train.sharding`); batches, losses and gradients are as with DDP.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    sharded: bool = False  # --fsdp: weights, gradients and optimizer state split over the ranks
 
     @property
     def is_main(self) -> bool:
@@ -83,18 +87,32 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def wrap(self, model: torch.nn.Module, device: torch.device,
-             skips_layers: bool = False) -> torch.nn.Module:
-        """The module to train: DDP, which also makes every rank start from rank 0's weights.
+    def wrap(self, model: torch.nn.Module, device: torch.device, skips_layers: bool = False,
+             bf16: bool = False) -> torch.nn.Module:
+        """The module to train, on `device`: DDP, which also makes every rank start from rank 0's
+        weights; or, sharded, `model` itself split over the ranks (which all built the same weights).
 
         `skips_layers`: a step may leave some parameters without a gradient (LayerDrop), which DDP
         must look for after each backward pass, or it waits for them forever.
         """
+        if self.sharded:
+            return self._shard(model, device, skips_layers, bf16)
+        model.to(device)
         if not self.distributed:
             return model
         ids = [device.index] if device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
                                                          find_unused_parameters=skips_layers)
+
+    @staticmethod
+    def _shard(model: torch.nn.Module, device: torch.device, skips_layers: bool,
+               bf16: bool) -> torch.nn.Module:
+        from rest_cli.train.sharding import shard
+
+        if skips_layers:  # a layer one rank skips, the others would wait to gather forever
+            raise UsageError("--fsdp: this model skips layers in training (LayerDrop), which sharding cannot "
+                             "follow; turn it off with --dropout 0, or train without --fsdp")
+        return shard(model, device, bf16)
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
@@ -106,12 +124,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def join_world(device_option: str) -> World:
-    """The world torchrun describes in the environment (one process alone when it does not)."""
+def join_world(device_option: str, sharded: bool = False) -> World:
+    """The world torchrun describes in the environment (one process alone when it does not).
+
+    `sharded` (--fsdp) needs two processes at least: alone, there is nothing to shard over.
+    """
     size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1 and sharded:
+        raise UsageError("--fsdp shards the model over the processes torchrun starts: run it under torchrun "
+                         "with 2 or more (torchrun --nproc-per-node N -m rest_cli finetune ...)")
     if size <= 1:
         return World()
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")), sharded)
     use_cuda = device_option == "cuda" or (device_option == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(world.local_rank)

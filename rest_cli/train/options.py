@@ -14,9 +14,11 @@ from rest_cli.models.base import SCRATCH_KIND, TrainingSetup, get_kind
 from rest_cli.train.objectives import objective_names
 
 # Options that do not change the weights: a run may resume with other values.
-# Gradient checkpointing recomputes the same activations (dropout's random draws included).
+# Gradient checkpointing recomputes the same activations (dropout's random draws included); a
+# sharded run takes the steps of an unsharded one and writes the same checkpoints, so, as with
+# another number of processes, a run may resume sharded or not.
 NOT_FINGERPRINTED = {"threads", "device", "checkpoint_every", "log_every", "skip_invalid",
-                     "gradient_checkpointing"}
+                     "gradient_checkpointing", "fsdp"}
 
 
 @dataclass
@@ -58,6 +60,7 @@ class FinetuneOptions:
     device: str = "auto"  # cuda when available, else cpu
     bf16: bool | None = None  # autocast to bfloat16; None = on for CUDA that supports it
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
+    fsdp: bool = False  # under torchrun, shard the model over the processes (FSDP2) instead of DDP's copies
     threads: int | None = None
     skip_invalid: bool = False
 

@@ -58,7 +58,7 @@ def finetune(train_path: str, output_dir: str | os.PathLike, options: FinetuneOp
     modeldir.check_output_dir(output_dir, "--output")
     if save_last is not None:
         modeldir.check_output_dir(save_last, "--save-last")
-    world = join_world(options.device)
+    world = join_world(options.device, options.fsdp)
     try:
         return _finetune(train_path, output_dir, options, valid_path, init_dir, save_last,
                          on_progress if world.is_main else None, on_message if world.is_main else None, world)
@@ -107,8 +107,9 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
     with _deferred_interrupts(trainer.request_stop):
         trainer.run()
     record = _training_record(trainer, stats, init_dir, device, bf16)
+    last = _unsharded(trainer, lambda: _build_model(kind, init_dir, tokenizer.vocab_size, options))
     if world.is_main:
-        _write_outputs(trainer, output_dir, tokenizer_folder, record, save_last)
+        _write_outputs(trainer, last, output_dir, tokenizer_folder, record, save_last)
     world.barrier()  # the model directory is complete before any rank reports success
     return record
 
@@ -293,10 +294,26 @@ def _training_record(trainer: Trainer, stats: dict[str, DataStats], init_dir, de
     }
 
 
-def _write_outputs(trainer: Trainer, output_dir, tokenizer_folder: Path, record: dict,
+def _unsharded(trainer: Trainer, build: Callable[[], torch.nn.Module]) -> torch.nn.Module | None:
+    """The trained module as one whole module, for rank 0 to save.
+
+    A sharded module cannot be put back together in place: its shards are gathered on rank 0
+    into a new module as `build` makes it (every rank takes part; the others get None).
+    """
+    if not trainer.world.sharded:
+        return trainer.model
+    state = trainer.model_state()
+    if not trainer.world.is_main:
+        return None
+    model = build()
+    model.load_state_dict(state)
+    return model
+
+
+def _write_outputs(trainer: Trainer, model: torch.nn.Module, output_dir, tokenizer_folder: Path, record: dict,
                    save_last) -> dict[str, Any]:
     # The trained module may carry adapters: each model directory gets the plain model, adapters merged.
-    model, kind, plain = trainer.model.eval().cpu(), trainer.kind, None
+    model, kind, plain = model.eval().cpu(), trainer.kind, None
     if save_last is not None:
         plain = kind.for_saving(model, keep=trainer.best_weights is not None)
         modeldir.save_model_dir(save_last, plain, tokenizer_folder, {**record, "output": "last"})

@@ -3,7 +3,8 @@
 The policy kind builds the batches and the forward pass; the objective turns the logits into the
 loss. Batches come from `train.data` (length-bucketed, reproducible from the seed). A checkpoint
 holds plain tensors and numbers, loaded with `weights_only=True`. Under torchrun every rank runs
-a trainer over its rows of the same global batches (`train.distributed`).
+a trainer over its rows of the same global batches (`train.distributed`); with --fsdp the model
+is sharded over the ranks, and the checkpoints are gathered whole (`train.sharding`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from rest_cli.train.data import TokenizedPairs, collate, make_batches
 from rest_cli.train.distributed import World
 from rest_cli.train.objectives import get_objective
 from rest_cli.train.options import FinetuneOptions
+from rest_cli.train.sharding import (
+    full_model_state,
+    full_optimizer_state,
+    load_model_state,
+    load_optimizer_state,
+)
 
 CHECKPOINT_FORMAT = 1
 
@@ -41,11 +48,16 @@ def validation_loss(model: torch.nn.Module, kind: PolicyKind, tokenizer: Tokeniz
     was_training, nll, count, objective = model.training, 0.0, 0.0, get_objective("nll")
     model.eval()
     batches = make_batches(data.src_lengths, data.tgt_lengths, batch_tokens, shuffle=False)
-    for indices in batches[world.rank::world.size]:
-        batch = collate(data, indices, kind, tokenizer, device)
+    mine = batches[world.rank::world.size]
+    # A sharded model's forward pass gathers each layer from all ranks, so all ranks make as many:
+    # a rank short of a batch measures the first one again and leaves it out.
+    rounds = -(-len(batches) // world.size) if world.sharded else len(mine)
+    for i in range(rounds):
+        batch = collate(data, mine[i] if i < len(mine) else batches[0], kind, tokenizer, device)
         with _autocast(device, bf16):
             _, batch_nll, batch_count = objective.loss(kind.logits(model, batch), batch)
-        nll, count = nll + batch_nll.item(), count + batch_count.item()
+        if i < len(mine):
+            nll, count = nll + batch_nll.item(), count + batch_count.item()
     model.train(was_training)
     nll, count = world.sum([nll, count], torch.device(device))
     return nll / count
@@ -135,10 +147,11 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, kind: PolicyKind, tokenizer: Tokenizer, train: TokenizedPairs,
                  valid: TokenizedPairs | None, options: FinetuneOptions, work: Path, fingerprint: str,
                  device: torch.device, bf16: bool, on_progress, on_message, world: World = World()):
-        self.model, self.train, self.valid, self.options = model.to(device).train(), train, valid, options
+        self.model, self.train, self.valid, self.options = model.train(), train, valid, options
         self.kind, self.tokenizer = kind, tokenizer
         self.objective = get_objective(options.objective, label_smoothing=options.label_smoothing)
-        self.world, self.trained = world, world.wrap(self.model, device, kind.skips_layers(self.model))
+        # Sharded, `model` itself is split over the ranks in place: the optimizer must see its shards.
+        self.world, self.trained = world, world.wrap(self.model, device, kind.skips_layers(self.model), bf16)
         # The lengths of every rank's records, in input order, plan the batches; `local_row` says
         # which of a batch's records this rank holds (-1: another rank's).
         self.plan_src, self.plan_tgt, self.local_row = world.plan(train, device)
@@ -212,8 +225,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         count = tokens = nll = 0.0
         for i, indices in enumerate(group):
-            # DDP exchanges gradients once, after the group's last batch.
-            exchange = i == len(group) - 1 or not self.world.distributed
+            # DDP exchanges gradients once, after the group's last batch; FSDP reduce-scatters each
+            # batch's, so that the accumulated gradients stay sharded (whole, they would take a copy
+            # of the model on every rank).
+            exchange = i == len(group) - 1 or not self.world.distributed or self.world.sharded
             with contextlib.nullcontext() if exchange else self.trained.no_sync():
                 batch_count, batch_tokens, batch_nll = self._backward(indices)
             count, tokens, nll = count + batch_count, tokens + batch_tokens, nll + batch_nll
@@ -226,7 +241,9 @@ class Trainer:
                 parameter.grad.mul_(self.world.size / count)
         if self.options.clip_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.options.clip_norm)
-            self._check_finite("gradient norm", norm.item())  # DDP made the gradients equal on all ranks
+            # DDP made the gradients equal on all ranks; sharded, the norm is of all shards (a DTensor).
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+            self._check_finite("gradient norm", norm.item())
         self.optimizer.step()
         s = self.state
         s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + len(group), s.tokens + int(tokens)
@@ -274,7 +291,7 @@ class Trainer:
         s.valid_loss.append([s.step, loss])
         if s.best_loss is None or loss < s.best_loss:
             s.best_loss, s.best_step, s.bad_validations = loss, s.step, 0
-            self.best_weights = _cpu_copy(self.model.state_dict())
+            self.best_weights = self.model_state()
             return
         s.bad_validations += 1
         if self.options.patience is not None and s.bad_validations >= self.options.patience:
@@ -299,40 +316,65 @@ class Trainer:
         except KeyboardInterrupt:  # the caller's way to stop cleanly (as a test does)
             self.stop_requested = True
 
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the whole model's state dict. Sharded, every rank must ask: the shards are
+        gathered on rank 0, and the other ranks get {}."""
+        if self.world.sharded:
+            return full_model_state(self.model)
+        return _cpu_copy(self.model.state_dict())
+
     def save_checkpoint(self) -> None:
         """Write model, optimizer, RNG and loop state to WORK/checkpoint.pt, atomically."""
         s = self.state
         if s.checkpoint_step == s.step:
             return
         s.checkpoint_step = s.step
-        if not self.world.is_main:  # all ranks hold the same weights; one file is enough
+        model, optimizer = self._states()
+        if not self.world.is_main:  # all ranks hold the same weights (or their shards went to rank 0)
             return
         wall = s.wall_time_s + time.monotonic() - self._session[0]
         _save_atomically({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
-                          "state": {**asdict(s), "wall_time_s": wall}, "model": self.model.state_dict(),
-                          "optimizer": self.optimizer.state_dict(), "rng": _rng_state(self.device),
+                          "state": {**asdict(s), "wall_time_s": wall}, "model": model,
+                          "optimizer": optimizer, "rng": _rng_state(self.device),
                           "best_model": self.best_weights}, self.checkpoint_path)
+
+    def _states(self) -> tuple[dict, dict]:
+        """Model and optimizer state dicts to checkpoint, in the unsharded format whether sharded or not."""
+        if self.world.sharded:  # every rank takes part in the gathering
+            return full_model_state(self.model), full_optimizer_state(self.model, self.optimizer)
+        return self.model.state_dict(), self.optimizer.state_dict()
 
     def resume(self) -> bool:
         """Load WORK/checkpoint.pt if there is one; return whether there was."""
         if not self.checkpoint_path.exists():
             return False
         try:
-            saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            # Sharded, every rank reads the whole checkpoint: mapped, the ranks share one copy in memory.
+            saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True,
+                               mmap=self.world.sharded)
         except Exception as err:  # a damaged file: say which and how to start afresh
             raise RestError(f"{self.checkpoint_path}: cannot load ({err}); "
                             f"delete {self.work} to start afresh") from None
         if saved.get("format") != CHECKPOINT_FORMAT or saved.get("fingerprint") != self.fingerprint:
             raise UsageError(f"{self.checkpoint_path} is from another run; "
                              f"delete {self.work} to start afresh")
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        self._load_states(saved["model"], saved["optimizer"])
         _set_rng_state(saved["rng"], self.device)
         self.state = _State(**{f.name: saved["state"][f.name] for f in fields(_State)})
         self.state.resumed += 1
         self.best_weights = saved["best_model"]
+        if self.world.sharded and not self.world.is_main and self.best_weights is not None:
+            self.best_weights = {}  # rank 0 alone writes them, as after a validation
         self._session = (time.monotonic(), self.state.step, self.state.tokens)
         return True
+
+    def _load_states(self, model: dict, optimizer: dict) -> None:
+        if self.world.sharded:  # each rank keeps its shards of the whole tensors
+            load_model_state(self.model, model)
+            load_optimizer_state(self.model, self.optimizer, optimizer)
+        else:
+            self.model.load_state_dict(model)
+            self.optimizer.load_state_dict(optimizer)
 
     def wall_time(self) -> float:
         return self.state.wall_time_s + time.monotonic() - self._session[0]
