@@ -314,7 +314,7 @@ def test_the_arithmetic_demo_runs_rest_em(tmp_path):
     for grow in (1, 2):  # IMPROVE_FROM=base: every Grow step's Improve starts from BC
         training = json.loads((run / f"g{grow}" / "i1" / "model" / "training.json").read_text())
         assert training["parent"] == str(run / "g0" / "model"), training
-        assert f"== Grow {grow} Improve 1: FILTER=tau from SCHEDULE, then 5 steps at lr 5e-4 from BC " \
+        assert f"== Grow {grow} Improve 1: FILTER=tau from SCHEDULE, then 5 steps at lr 2e-4 from BC " \
                f"(IMPROVE_FROM=base) ==" in result.stdout
         with gzip.open(run / f"g{grow}" / "i1" / "data.jsonl.gz", "rt") as data:
             kept = [json.loads(line) for line in data]
