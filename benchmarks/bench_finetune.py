@@ -9,7 +9,7 @@ The machine is shared and noisy, so every comparison is made side by side, step 
   1. Matmul throughput: square fp32 and bf16 matmuls (512, 1024, 2048) at 1 and `--threads`
      threads, interleaved; one more 2048 fp32 matmul is timed after every training step. The
      best fp32 sample at `--threads` threads is the "fp32 peak" the model runs are measured against.
-  2. `rest_cli.train.trainer.finetune()` (the library call behind `rest finetune`) on a JSONL file,
+  2. `rest_cli.train.run.finetune()` (the library call behind `rest finetune`) on a JSONL file,
      continuing a random parent model of the preset (`--init`: the ReST Improve step), fixed
      steps, no validation, against a bare loop: the same parent weights, the same index batches
      from `make_batches` in the same order, tensors padded beforehand; forward, cross-entropy
@@ -68,7 +68,9 @@ from rest_cli.models.native.config import ModelConfig, config_from_preset
 from rest_cli.models.native.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 from rest_cli.models.native.transformer import Seq2SeqTransformer
 from rest_cli.train.data import TokenizedPairs, collate, load_pairs, make_batches, tokenize_pairs
-from rest_cli.train.trainer import FinetuneOptions, finetune, lr_factor, validation_loss
+from rest_cli.train.options import FinetuneOptions
+from rest_cli.train.run import finetune
+from rest_cli.train.trainer import lr_factor, validation_loss
 
 REPO = Path(__file__).resolve().parent.parent
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k-de-en"
@@ -278,7 +280,7 @@ class Timing:
 
 def run_rest(jsonl: Path, parent: Path, out: Path, plan: Plan, threads: int, bf16: bool, batch_tokens: int,
              passengers: list[BareLoop], heldout: TokenizedPairs, peak_samples: list[float]) -> Timing:
-    """rest_cli.train.trainer.finetune() on the JSONL file, with the passengers stepped between its steps."""
+    """rest_cli.train.run.finetune() on the JSONL file, with the passengers stepped between its steps."""
     steps, clock = len(plan.batches), Interleaver(passengers, peak_samples)
     options = FinetuneOptions(steps=steps, batch_tokens=batch_tokens, lr=LR, seed=SEED, threads=threads,
                               device="cpu", bf16=bf16, log_every=steps, checkpoint_every=10**9)

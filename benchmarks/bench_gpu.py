@@ -16,7 +16,7 @@ In order:
   1. Matmul peak: square fp32, TF32 (CUDA only) and bf16 matmuls on the device, synchronized. rest
      leaves torch's default (no TF32), so fp32 training runs are measured against the fp32 peak and
      bf16 autocast runs against the bf16 peak.
-  2. Finetune: `rest_cli.train.trainer.finetune()` continuing a random parent of --train-preset (the ReST
+  2. Finetune: `rest_cli.train.run.finetune()` continuing a random parent of --train-preset (the ReST
      Improve step), --warmup-steps + --steps steps at each --train-batch-tokens, fp32 and bf16 autocast
      (FinetuneOptions.bf16), beside a bare PyTorch loop on the same device: the same parent weights,
      the same batches in the same order (bench_finetune's make_plan and pad, tensors moved to the
@@ -83,7 +83,9 @@ from bench_sample import build_model, load_sources  # noqa: E402
 from rest_cli.models import modeldir  # noqa: E402
 from rest_cli.models.native.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 from rest_cli.sampling import DecodeOptions  # noqa: E402
-from rest_cli.train.trainer import FinetuneOptions, finetune, validation_loss  # noqa: E402
+from rest_cli.train.options import FinetuneOptions  # noqa: E402
+from rest_cli.train.run import finetune  # noqa: E402
+from rest_cli.train.trainer import validation_loss  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N, TEMPERATURE, MAX_LENGTH = 8, 0.8, 64
