@@ -182,24 +182,31 @@ def plot(results: dict, path: Path) -> None:
 
 
 def _plot_steps(axis, results: dict) -> None:
-    names = [display_name(row["policy"]) for row in results["steps"]]
-    for split, style, label in (("valid", "o-", "validation (greedy)"), ("test", "s-", "test (greedy)")):
-        axis.plot(names, [_or_nan(row[split].get("reward")) for row in results["steps"]], style, label=label)
-    measures = _sample_measures(results["steps"])
-    for label, kind, size in measures:
-        axis.plot(names, [_or_nan(row["test"].get(kind, {}).get(size)) for row in results["steps"]], "^-",
-                  label=f"test {label}")
-    color = 2 + len(measures)
-    for control in results["controls"]:
-        for label, key, size in [("greedy", "reward", None), *measures]:
-            value = control["test"].get(key) if size is None else control["test"].get(key, {}).get(size)
+    """Each figure per step as a line; each control arm's as a level line of the same colour, one dash
+    style per arm."""
+    names, steps = [display_name(row["policy"]) for row in results["steps"]], results["steps"]
+    axis.plot(names, [_or_nan(row["valid"].get("reward")) for row in steps], "o-",
+              label="validation (greedy)")
+    measures = [("greedy", "reward", None), *_sample_measures(steps)]
+    colors = {}
+    for label, key, size in measures:
+        line, = axis.plot(names, [_or_nan(_figure(row["test"], key, size)) for row in steps],
+                          "s-" if size is None else "^-", label=f"test ({label})")
+        colors[label] = line.get_color()
+    for control, style in zip(results["controls"], ("--", ":", "-.")):
+        for label, key, size in measures:
+            value = _figure(control["test"], key, size)
             if value is not None:
-                axis.axhline(value, linestyle="--", color=f"C{color}",
+                axis.axhline(value, linestyle=style, color=colors[label],
                              label=f"test ({label}), {display_name(control['policy'])}")
-                color += 1
     axis.set(title="Reward per ReST step", xlabel="policy", ylabel=f"reward ({results['reward']})")
     axis.tick_params(axis="x", labelrotation=30)
-    axis.legend()
+    axis.legend(fontsize="small")
+
+
+def _figure(figures: dict, key: str, size: str | None) -> float | None:
+    """A test figure: the reward (size None), or pass@size / maj@size."""
+    return figures.get(key) if size is None else figures.get(key, {}).get(size)
 
 
 def _or_nan(value: float | None) -> float:
