@@ -1,4 +1,4 @@
-"""`rest finetune`: train a policy on (src, hyp or ref) records by NLL, the Improve step of ReST.
+"""`rest finetune`: train a policy on (src, hyp or ref) records, the Improve step of ReST (NLL by default).
 
 Defaults come from rest_cli.train.options, which imports no torch: `rest --help` stays fast.
 """
@@ -17,6 +17,7 @@ from rest_cli.cli.common import InputArg, SkipInvalidOpt, handles_errors, log
 from rest_cli.cli.progress import Ticker, duration, interval
 from rest_cli.models.base import scratch_presets
 from rest_cli.train.objectives import objective_names
+from rest_cli.train.objectives.settings import describe_settings
 from rest_cli.train.options import FinetuneOptions
 
 # Choices, so that help lists them and a typo fails before any work (names read from their registries).
@@ -87,7 +88,13 @@ def finetune(
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the data, if --steps is not given.",
                                                   rich_help_panel=_OPTIM)] = None,
     objective: Annotated[Objective, typer.Option(
-        help="The Improve loss (docs/finetune.md).", rich_help_panel=_OPTIM)] = D.objective,
+        help="The Improve loss (docs/objectives.md): nll (behaviour cloning), rwnll (reward-weighted), gold, "
+             "oac (offline actor-critic), bvmpo. All but nll and gold read each record's reward.",
+        rich_help_panel=_OPTIM)] = D.objective,
+    objective_options: Annotated[list[str], typer.Option(
+        "--objective-opt", metavar="KEY=VALUE",
+        help=f"A setting of the objective; repeat for more. {describe_settings()}.",
+        show_default=False, rich_help_panel=_OPTIM)] = D.objective_options,
     lr: Annotated[float, typer.Option(
         help="Peak learning rate (the ReST loop lowers it at each Improve step).",
         rich_help_panel=_OPTIM)] = D.lr,
@@ -153,8 +160,9 @@ def finetune(
     options = FinetuneOptions(
         preset=preset, d_model=d_model, layers=layers, heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size,
         dropout=dropout, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_targets=lora_targets,
-        objective=objective, lr=lr, warmup=warmup, steps=steps, epochs=epochs, batch_tokens=batch_tokens,
-        accumulate=accumulate, label_smoothing=label_smoothing, weight_decay=weight_decay,
+        objective=objective, objective_options=tuple(objective_options), lr=lr, warmup=warmup, steps=steps,
+        epochs=epochs, batch_tokens=batch_tokens, accumulate=accumulate, label_smoothing=label_smoothing,
+        weight_decay=weight_decay,
         clip_norm=clip_norm, max_length=max_length, seed=seed, valid_every=valid_every, patience=patience,
         checkpoint_every=checkpoint_every, log_every=log_every, device=device, bf16=bf16,
         gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, threads=threads, skip_invalid=skip_invalid)

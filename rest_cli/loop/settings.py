@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rest_cli.errors import UsageError
+from rest_cli.train.objectives import objective_names  # the registry alone: no torch
 
 FILTER_KINDS = ("tau", "percentile", "gamma")
 CONTROL_ARMS = ("converged", "more")
@@ -110,7 +111,7 @@ _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     "FILTER": check_one_of(FILTER_KINDS),
     "TASK": check_one_of(TASKS), "IMPROVE_FROM": check_one_of(IMPROVE_STARTS),
     "CONTROLS": check_one_of(CONTROL_ARMS, many=True),
-    "REWARD": check_reward,
+    "REWARD": check_reward, "OBJECTIVE": check_one_of(tuple(objective_names())),
     "TRAIN": check_data_files, "VALID": check_data_files, "TEST": check_data_files, "INIT": check_start,
 }
 _SETTINGS_CHECKS: dict[str, Callable[[dict[str, str]], None]] = {

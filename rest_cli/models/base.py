@@ -116,6 +116,9 @@ class Batch:
     mask: torch.Tensor  # [B, T] bool
     weights: torch.Tensor  # [B] float32, each record's loss weight
     tokens: int  # real input and trained tokens, for throughput
+    # Numbers of each record that the objective reads besides the text (e.g. "reward"), [B] float32
+    # each; the training data fills them in, not the kind.
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,6 +203,22 @@ class PolicyKind(ABC):
     @abstractmethod
     def logits(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """Logits [B, T, V] at the positions of `batch.labels` (model may be wrapped, e.g. in DDP)."""
+
+    def output_layer(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module that turns the last hidden states into logits (`model` may be wrapped, e.g. in DDP)."""
+        raise UsageError(f"policies of kind {self.name!r} do not give their hidden states, which objectives "
+                         f"with a value head (oac, bvmpo) read")
+
+    def logits_and_hidden(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, T, V] and the last hidden states [B, T, d] they are computed from, in one forward
+        pass: the input of `output_layer`, caught on its way in."""
+        caught: list = []
+        hook = self.output_layer(model).register_forward_hook(lambda layer, args, out: caught.append(args[0]))
+        try:
+            logits = self.logits(model, batch)
+        finally:
+            hook.remove()
+        return logits, caught[-1]
 
     def skips_layers(self, model: torch.nn.Module) -> bool:
         """Whether a training step may leave parameters without a gradient (LayerDrop): DDP must know."""

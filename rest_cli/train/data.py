@@ -8,7 +8,7 @@ shuffled again; all of it from (seed, epoch), so a run is reproducible and can b
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -33,6 +33,7 @@ class Pair:
     tgt: str
     weight: float = 1.0
     tgt_lang: str | None = None  # the target language, for a model that is told it (NLLB, M2M100)
+    numbers: tuple[float, ...] = ()  # the record's numbers the objective reads (its `numbers`), in that order
 
 
 @dataclass
@@ -52,24 +53,26 @@ class DataStats:
 
 def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (0, 1),
                fields: tuple[tuple[str, ...], tuple[str, ...]] = (("src",), ("hyp", "ref", "weight")),
-               ) -> tuple[list[Pair], DataStats]:
+               numbers: tuple[str, ...] = (), needed_by: str = "finetune") -> tuple[list[Pair], DataStats]:
     """Read the training pairs of a JSONL file (or '-'), dropping weight-0 records.
 
     The target is `hyp` if present, else `ref`; a record with neither, or a negative weight,
     is an InputError at its line (counted instead with `skip_invalid`). With `share=(k, n)`
     only pairs k, k + n, k + 2n, ... are kept (a rank's slice under torchrun); every record is
     still checked, counted and hashed. `fields` are the (required, optional) fields the
-    objective reads, checked on every record.
+    objective reads, checked on every record (a missing one is named with `needed_by`); `numbers`,
+    of the required fields, those kept in each Pair (and hashed with it).
     """
     reader = RecordReader(path, required=fields[0], optional=fields[1], skip_invalid=skip_invalid,
-                          needed_by="finetune")
+                          needed_by=needed_by)
     stats, pairs, digest, seen = DataStats(reader.name), [], hashlib.sha256(), 0
     for record in reader:
-        pair = _pair(record, reader)
+        pair = _pair(record, reader, numbers)
         if pair is None:
             continue
         stats.records += 1
-        hashed = [pair.src, pair.tgt, pair.weight] + ([pair.tgt_lang] if pair.tgt_lang is not None else [])
+        hashed = ([pair.src, pair.tgt, pair.weight] + ([pair.tgt_lang] if pair.tgt_lang is not None else [])
+                  + list(pair.numbers))
         digest.update(orjson.dumps(hashed, option=orjson.OPT_APPEND_NEWLINE))
         if pair.weight == 0:
             stats.zero_weight += 1
@@ -82,7 +85,7 @@ def load_pairs(path: str, skip_invalid: bool = False, share: tuple[int, int] = (
     return pairs, stats
 
 
-def _pair(record: dict, reader: RecordReader) -> Pair | None:
+def _pair(record: dict, reader: RecordReader, numbers: tuple[str, ...] = ()) -> Pair | None:
     target = record.get("hyp", record.get("ref"))
     weight, language = record.get("weight", 1.0), record.get("tgt_lang")
     if target is None:
@@ -95,7 +98,7 @@ def _pair(record: dict, reader: RecordReader) -> Pair | None:
         problem = (f"field 'weight' must be 0 or between {MIN_WEIGHT:g} and {MAX_WEIGHT:g}, got {weight!r} "
                    f"(the loss is computed in float32)")
     else:
-        return Pair(record["src"], target, float(weight), language)
+        return Pair(record["src"], target, float(weight), language, tuple(float(record[n]) for n in numbers))
     return reader.reject(problem)
 
 
@@ -111,6 +114,7 @@ class TokenizedPairs:
     cut: np.ndarray  # bool [n]: target truncated, so its EOS is not trained
     # int64 [n]: each record's position in the pairs it was made from (empty sources leave gaps)
     origin: np.ndarray
+    numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float32 [n] per number the objective reads
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -125,16 +129,18 @@ class TokenizedPairs:
 
 
 def tokenize_pairs(pairs: list[Pair], kind: PolicyKind, tokenizer: Tokenizer, max_length: int,
-                   stats: DataStats) -> TokenizedPairs:
+                   stats: DataStats, numbers: tuple[str, ...] = ()) -> TokenizedPairs:
     """Encode pairs as the policy kind trains them, truncating each side to `max_length` tokens and
-    dropping empty sources (counted in stats)."""
+    dropping empty sources (counted in stats); `numbers` names the pairs' numbers, kept per record."""
     parts = ([_encode(pairs[start:start + _ENCODE_CHUNK], start, kind, tokenizer, max_length, stats)
               for start in range(0, len(pairs), _ENCODE_CHUNK)]
              or [_encode([], 0, kind, tokenizer, max_length, stats)])
     src, src_lengths, tgt, tgt_lengths, weights, cut, origin = (np.concatenate(column)
                                                                  for column in zip(*parts))
     stats.used = len(weights)
-    return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut, origin)
+    kept = {name: np.array([pairs[i].numbers[j] for i in origin.tolist()], dtype=np.float32)
+            for j, name in enumerate(numbers)}
+    return TokenizedPairs(src, _starts(src_lengths), tgt, _starts(tgt_lengths), weights, cut, origin, kept)
 
 
 def _encode(pairs: list[Pair], start: int, kind: PolicyKind, tokenizer: Tokenizer, max_length: int,
@@ -200,7 +206,10 @@ def _fill(order: np.ndarray, src_lens: list[int], tgt_lens: list[int], budget: i
 
 def collate(data: TokenizedPairs, indices: np.ndarray, kind: PolicyKind, tokenizer: Tokenizer,
             device: torch.device | str = "cpu") -> Batch:
-    """The batch of the records `indices`, as the policy kind builds it."""
+    """The batch of the records `indices`, as the policy kind builds it, with their numbers."""
     sources = [data.src[data.src_start[i]:data.src_start[i + 1]] for i in indices.tolist()]
     targets = [data.tgt[data.tgt_start[i]:data.tgt_start[i + 1]] for i in indices.tolist()]
-    return kind.collate(tokenizer, sources, targets, data.cut[indices], data.weights[indices], device)
+    batch = kind.collate(tokenizer, sources, targets, data.cut[indices], data.weights[indices], device)
+    batch.fields = {name: torch.from_numpy(values[indices]).to(device)
+                    for name, values in data.numbers.items()}
+    return batch

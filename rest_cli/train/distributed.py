@@ -83,6 +83,15 @@ class World:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def sum_gradients(self, parameters: list[torch.Tensor]) -> None:
+        """Sum the gradients of parameters DDP does not hold (an objective's value head) over the ranks."""
+        if not self.distributed:
+            return
+        for parameter in parameters:
+            if parameter.grad is None:  # unused on this rank: it adds nothing, but must join the sum
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from rest_cli.errors import UsageError
 from rest_cli.models.base import SCRATCH_KIND, TrainingSetup, get_kind
 from rest_cli.train.objectives import objective_names
+from rest_cli.train.objectives.settings import parse_settings
 
 # Options that do not change the weights: a run may resume with other values.
 # Gradient checkpointing recomputes the same activations (dropout's random draws included); a
@@ -39,6 +40,7 @@ class FinetuneOptions:
     lora_targets: str = "all-linear"  # module names, comma-separated, or every linear layer but the output
     # Optimisation.
     objective: str = "nll"  # the Improve loss, by name (rest_cli/train/objectives)
+    objective_options: tuple[str, ...] = ()  # its settings, KEY=VALUE (docs/objectives.md)
     lr: float = 5e-4  # peak rate; the ReST loop passes a lower one at each Improve step
     warmup: int | None = None  # linear warmup steps, then inverse-sqrt decay; 0 = constant rate;
     # None = 10% of the steps, at most 1000 (an Improve step of 400 steps warms up for 40)
@@ -79,9 +81,7 @@ def resolve_options(options: FinetuneOptions, init_dir: str | os.PathLike | None
         raise UsageError("give --steps or --epochs")
     if options.patience is not None and options.patience < 1:
         raise UsageError(f"--patience must be at least 1, got {options.patience}")
-    if options.objective not in objective_names():
-        raise UsageError(f"unknown objective {options.objective!r}; "
-                         f"choose from {', '.join(objective_names())}")
+    _check_objective(options, init_dir)
     _check_ranges(options)
     if init_dir is None:
         get_kind(SCRATCH_KIND).check_new_model(new_model_shape(options))
@@ -93,6 +93,20 @@ def resolve_options(options: FinetuneOptions, init_dir: str | os.PathLike | None
                    vocab_size=(options.vocab_size or 8000) if scratch else None,
                    label_smoothing=options.label_smoothing if options.label_smoothing is not None
                    else (0.1 if scratch else 0.0))
+
+
+def _check_objective(options: FinetuneOptions, init_dir) -> None:
+    """The objective's name and settings, and what it needs: a parent to read, no sharding."""
+    if options.objective not in objective_names():
+        raise UsageError(f"unknown objective {options.objective!r}; "
+                         f"choose from {', '.join(objective_names())}")
+    settings = parse_settings(options.objective, options.objective_options)
+    if settings.needs_parent and init_dir is None:
+        raise UsageError(f"--objective {options.objective} reads the parent policy (the BC policy) as a "
+                         f"frozen reference: give --init")
+    if options.fsdp and not settings.shardable:
+        raise UsageError(f"--fsdp: --objective {options.objective} keeps copies of the model or a value head "
+                         f"on every process, which sharding does not split; train it without --fsdp (DDP)")
 
 
 def _check_ranges(options: FinetuneOptions) -> None:

@@ -30,7 +30,7 @@ from rest_cli.models import modeldir
 from rest_cli.models.base import SCRATCH_KIND, PolicyKind, get_kind
 from rest_cli.train.data import DataStats, Pair, TokenizedPairs, load_pairs, tokenize_pairs
 from rest_cli.train.distributed import World, device_of, join_world
-from rest_cli.train.objectives import get_objective
+from rest_cli.train.objectives import objective_class
 from rest_cli.train.options import (
     NOT_FINGERPRINTED,
     FinetuneOptions,
@@ -91,7 +91,7 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
             world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
         tokenizer = kind.tokenizer(tokenizer_folder)
         data = {name: _tokenize(pairs[name], kind, tokenizer, options, stats[name], say,
-                                _holders(name, world), device)
+                                _holders(name, world), device, _reads(name, options).numbers)
                 for name in pairs}
         model = _build_model(kind, init_dir, tokenizer.vocab_size, options)
         if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
@@ -138,12 +138,12 @@ def _read(train_path, valid_path, options, say, world: World,
           device: torch.device) -> tuple[dict[str, list[Pair]], dict[str, DataStats]]:
     """Training pairs (a rank's slice under torchrun) and validation pairs (all of them, on every rank)."""
     paths = {"train": train_path, **({"valid": valid_path} if valid_path else {})}
-    objective = get_objective(options.objective)
     pairs, stats = {}, {}
     for name, path in paths.items():
-        part = _holders(name, world)
+        part, reads = _holders(name, world), _reads(name, options)
+        needed_by = "finetune" if reads.name == "nll" else f"finetune --objective {reads.name}"
         pairs[name], stats[name] = load_pairs(path, options.skip_invalid, part.share,
-                                              (objective.required, objective.optional))
+                                              (reads.required, reads.optional), reads.numbers, needed_by)
         if stats[name].skipped:
             say(f"skipped {stats[name].skipped} invalid record(s); first: {stats[name].first_problem}")
         usable = part.sum([sum(1 for pair in pairs[name] if pair.src.strip())], device)[0]
@@ -154,6 +154,12 @@ def _read(train_path, valid_path, options, say, world: World,
     return pairs, stats
 
 
+def _reads(name: str, options: FinetuneOptions):
+    """The objective whose fields a data set's records need: validation measures NLL alone, so its
+    records need no more than NLL's (no reward, say)."""
+    return objective_class(options.objective if name == "train" else "nll")
+
+
 def _holders(name: str, world: World) -> World:
     """The ranks that share a data set: training pairs are split over them, validation pairs are
     whole on each."""
@@ -161,8 +167,9 @@ def _holders(name: str, world: World) -> World:
 
 
 def _tokenize(pairs: list[Pair], kind: PolicyKind, tokenizer, options: FinetuneOptions, stats: DataStats,
-              say: Callable[[str], None], world: World, device: torch.device) -> TokenizedPairs:
-    data = tokenize_pairs(pairs, kind, tokenizer, options.max_length, stats)
+              say: Callable[[str], None], world: World, device: torch.device,
+              numbers: tuple[str, ...] = ()) -> TokenizedPairs:
+    data = tokenize_pairs(pairs, kind, tokenizer, options.max_length, stats, numbers)
     # Under torchrun each rank counted its own slice: the report and training.json give the totals.
     stats.used, stats.truncated, stats.empty_src, idle = (int(n) for n in world.sum(
         [stats.used, stats.truncated, stats.empty_src, not len(data)], device))
@@ -317,12 +324,24 @@ def _write_outputs(trainer: Trainer, model: torch.nn.Module, output_dir, tokeniz
     if save_last is not None:
         plain = kind.for_saving(model, keep=trainer.best_weights is not None)
         modeldir.save_model_dir(save_last, plain, tokenizer_folder, {**record, "output": "last"})
+        _write_modules(save_last, {file: trainer.module_states()[name]
+                                   for name, file in trainer.objective.saved_modules.items()})
     if trainer.best_weights is not None:
         model.load_state_dict(trainer.best_weights)
         plain = None
     modeldir.save_model_dir(output_dir, plain or kind.for_saving(model), tokenizer_folder, record)
+    _write_modules(output_dir, trainer.saved_modules())
     shutil.rmtree(trainer.work, ignore_errors=True)
     return record
+
+
+def _write_modules(directory, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    """The objective's modules (a value head) beside the policy, each file written whole. The model
+    directory, complete without them, is in place first; the CTranslate2 export never has them."""
+    from rest_cli.train.objectives.base import safetensors_bytes
+
+    for file, state in states.items():
+        write_file(Path(directory) / file, safetensors_bytes(state))
 
 
 def partial_dir(output_dir: str | os.PathLike) -> Path:

@@ -26,6 +26,7 @@ from rest_cli.models.base import PolicyKind, Tokenizer
 from rest_cli.train.data import TokenizedPairs, collate, make_batches
 from rest_cli.train.distributed import World
 from rest_cli.train.objectives import get_objective
+from rest_cli.train.objectives.base import Context
 from rest_cli.train.options import FinetuneOptions
 from rest_cli.train.sharding import (
     full_model_state,
@@ -141,6 +142,14 @@ def _save_atomically(obj: Any, path: Path) -> None:
         torch.save(obj, out)
 
 
+def _objective_optimizer(objective, options: FinetuneOptions) -> torch.optim.Optimizer | None:
+    """AdamW at the objective's constant rate for the modules it trains (a value head), or None."""
+    parameters = [p for module in objective.modules().values() for p in module.parameters()]
+    if not parameters:
+        return None
+    return torch.optim.AdamW(parameters, lr=objective.module_lr, betas=(0.9, 0.98), weight_decay=0.0)
+
+
 class Trainer:
     """One run's model, optimizer, data and state; steps, validates, logs and checkpoints."""
 
@@ -149,9 +158,12 @@ class Trainer:
                  device: torch.device, bf16: bool, on_progress, on_message, world: World = World()):
         self.model, self.train, self.valid, self.options = model.train(), train, valid, options
         self.kind, self.tokenizer = kind, tokenizer
-        self.objective = get_objective(options.objective, label_smoothing=options.label_smoothing)
+        self.objective = get_objective(options.objective, options.label_smoothing, options.objective_options)
         # Sharded, `model` itself is split over the ranks in place: the optimizer must see its shards.
         self.world, self.trained = world, world.wrap(self.model, device, kind.skips_layers(self.model), bf16)
+        # Before any resume: the objective copies the parent's weights (GOLD's, BVMPO's reference).
+        self.objective.setup(Context(kind, self.model, device, options.seed))
+        self.objective_optimizer = _objective_optimizer(self.objective, options)
         # The lengths of every rank's records, in input order, plan the batches; `local_row` says
         # which of a batch's records this rank holds (-1: another rank's).
         self.plan_src, self.plan_tgt, self.local_row = world.plan(train, device)
@@ -163,7 +175,7 @@ class Trainer:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=options.lr, betas=(0.9, 0.98),
                                            weight_decay=options.weight_decay, fused=True)
-        self.state, self.best_weights = _State(), None
+        self.state, self.best_weights, self.best_modules = _State(), None, None
         # A stop asked for by a signal, and the one all ranks agreed on at the last step: in a
         # distributed run every rank must stop at the same step, or the others wait forever.
         self.stop_requested = self.stop_agreed = False
@@ -222,7 +234,10 @@ class Trainer:
         """
         for group_lr in self.optimizer.param_groups:
             group_lr["lr"] = self.options.lr * lr_factor(self.state.step + 1, self.options.warmup)
+        self.objective.on_step(self.state.step, self.total)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.objective_optimizer is not None:
+            self.objective_optimizer.zero_grad(set_to_none=True)
         count = tokens = nll = 0.0
         for i, indices in enumerate(group):
             # DDP exchanges gradients once, after the group's last batch; FSDP reduce-scatters each
@@ -245,9 +260,24 @@ class Trainer:
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
             self._check_finite("gradient norm", norm.item())
         self.optimizer.step()
+        self._step_objective(count)
         s = self.state
         s.step, s.batch_index, s.tokens = s.step + 1, s.batch_index + len(group), s.tokens + int(tokens)
         s.window = [s.window[0] + nll, s.window[1] + count]
+
+    def _step_objective(self, count: float) -> None:
+        """Step the objective's own modules (a value head): gradients summed over ranks (they are
+        outside DDP) and normalised as the policy's, clipped on their own."""
+        if self.objective_optimizer is None:
+            return
+        parameters = [p for group in self.objective_optimizer.param_groups for p in group["params"]]
+        self.world.sum_gradients(parameters)
+        for parameter in parameters:
+            if parameter.grad is not None:
+                parameter.grad.div_(count)
+        if self.options.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, self.options.clip_norm)
+        self.objective_optimizer.step()
 
     def _backward(self, indices: np.ndarray) -> tuple[float, int, float]:
         """Backpropagate this rank's rows of a batch; return their weighted count, tokens and NLL sum."""
@@ -257,7 +287,7 @@ class Trainer:
         batch = collate(self.train, rows if len(rows) else np.zeros(1, dtype=np.int64), self.kind,
                         self.tokenizer, self.device)
         with _autocast(self.device, self.bf16):
-            loss_sum, nll, count = self.objective.loss(self.kind.logits(self.trained, batch), batch)
+            loss_sum, nll, count = self.objective.batch_loss(self.kind, self.trained, batch)
         if not len(rows):
             loss_sum, nll, count, batch.tokens = loss_sum * 0.0, nll * 0.0, count * 0.0, 0
         loss_sum.backward()
@@ -291,7 +321,7 @@ class Trainer:
         s.valid_loss.append([s.step, loss])
         if s.best_loss is None or loss < s.best_loss:
             s.best_loss, s.best_step, s.bad_validations = loss, s.step, 0
-            self.best_weights = self.model_state()
+            self.best_weights, self.best_modules = self.model_state(), self.module_states()
             return
         s.bad_validations += 1
         if self.options.patience is not None and s.bad_validations >= self.options.patience:
@@ -323,6 +353,16 @@ class Trainer:
             return full_model_state(self.model)
         return _cpu_copy(self.model.state_dict())
 
+    def module_states(self) -> dict[str, dict[str, torch.Tensor]]:
+        """CPU copies of the objective's modules' weights (a value head), by module name."""
+        return {name: _cpu_copy(module.state_dict()) for name, module in self.objective.modules().items()}
+
+    def saved_modules(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The objective's modules to write beside the policy, by file name: those of the weights
+        written (the best validation's, when they are)."""
+        states = self.best_modules if self.best_weights is not None else self.module_states()
+        return {file: states[name] for name, file in self.objective.saved_modules.items() if name in states}
+
     def save_checkpoint(self) -> None:
         """Write model, optimizer, RNG and loop state to WORK/checkpoint.pt, atomically."""
         s = self.state
@@ -336,7 +376,13 @@ class Trainer:
         _save_atomically({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
                           "state": {**asdict(s), "wall_time_s": wall}, "model": model,
                           "optimizer": optimizer, "rng": _rng_state(self.device),
-                          "best_model": self.best_weights}, self.checkpoint_path)
+                          "best_model": self.best_weights, "objective": self._objective_state()},
+                         self.checkpoint_path)
+
+    def _objective_state(self) -> dict[str, Any]:
+        optimizer = self.objective_optimizer
+        return {"state": self.objective.state_dict(), "best_modules": self.best_modules,
+                "optimizer": optimizer.state_dict() if optimizer is not None else None}
 
     def _states(self) -> tuple[dict, dict]:
         """Model and optimizer state dicts to checkpoint, in the unsharded format whether sharded or not."""
@@ -359,6 +405,7 @@ class Trainer:
             raise UsageError(f"{self.checkpoint_path} is from another run; "
                              f"delete {self.work} to start afresh")
         self._load_states(saved["model"], saved["optimizer"])
+        self._load_objective(saved.get("objective"))
         _set_rng_state(saved["rng"], self.device)
         self.state = _State(**{f.name: saved["state"][f.name] for f in fields(_State)})
         self.state.resumed += 1
@@ -367,6 +414,14 @@ class Trainer:
             self.best_weights = {}  # rank 0 alone writes them, as after a validation
         self._session = (time.monotonic(), self.state.step, self.state.tokens)
         return True
+
+    def _load_objective(self, saved: dict[str, Any] | None) -> None:
+        if saved is None:  # a checkpoint written before objectives kept state: NLL's, which keeps none
+            return
+        self.objective.load_state_dict(saved["state"])
+        self.best_modules = saved["best_modules"]
+        if self.objective_optimizer is not None:
+            self.objective_optimizer.load_state_dict(saved["optimizer"])
 
     def _load_states(self, model: dict, optimizer: dict) -> None:
         if self.world.sharded:  # each rank keeps its shards of the whole tensors

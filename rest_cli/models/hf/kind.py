@@ -113,6 +113,9 @@ class HFKind(PolicyKind):
 
         return logits(model, batch)
 
+    def output_layer(self, model):
+        return getattr(model, "module", model).get_output_embeddings()
+
     def skips_layers(self, model) -> bool:
         return any(getattr(model.config, key, 0) for key in LAYERDROP_KEYS)
 

@@ -122,6 +122,9 @@ class NativeKind(PolicyKind):
     def logits(self, model, batch: Batch):
         return model(**batch.inputs)
 
+    def output_layer(self, model):
+        return getattr(model, "module", model).lm_head
+
     def export(self, model, folder: Path, out: Path) -> None:
         from rest_cli.models.native.convert import native_converter
 

@@ -10,25 +10,16 @@ batch. The NLL sum is never smoothed, so NLL sum / count is the loss to report.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from rest_cli.models.base import Batch
-from rest_cli.train.objectives.base import Objective
+from rest_cli.train.objectives.base import LossSums, Objective, smoothed, token_terms
 
 
 class NLL(Objective):
     name = "nll"
-    required = ("src",)
-    optional = ("hyp", "ref", "weight")  # the target is hyp, else ref
 
-    def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = label_smoothing
-
-    def loss(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logprobs = F.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-        nll = -logprobs.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)  # [B, T]
-        smoothing = self.label_smoothing
-        token_loss = nll if not smoothing else (1 - smoothing) * nll - smoothing * logprobs.mean(-1)
-        weights = batch.weights.unsqueeze(1) * batch.mask  # [B, T], 0 where nothing is trained
+    def loss(self, logits: torch.Tensor, batch: Batch) -> LossSums:
+        logprobs, nll, weights = token_terms(logits, batch)  # weights: 0 where nothing is trained
+        token_loss = smoothed(nll, logprobs, self.label_smoothing)
         count = weights.sum()
         return (token_loss * weights).sum(), (nll * weights).sum().detach(), count.detach()
