@@ -35,7 +35,9 @@ REST ?= rest
 # The demo a run without TRAIN/VALID/TEST makes, and the defaults that suit it: `translation`
 # (ReST's, with rest's own small Transformer) or `arithmetic` (ReST-EM's: sums whose answer
 # the `answer` reward checks, a tiny Llama trained from scratch by BC, one Improve step per Grow
-# step from BC, a binary threshold, at most 10 distinct correct samples per source).
+# step, a binary threshold, at most 10 distinct correct samples per source; each Improve step
+# continues the previous policy: ReST-EM's IMPROVE_FROM=base plateaus after Grow 1 here,
+# docs/results.md).
 TASK ?= translation
 ifeq ($(TASK),arithmetic)
 RUN ?= runs/arithmetic
@@ -46,7 +48,7 @@ REWARD ?= answer
 SCHEDULE ?= 0.5
 LRS ?= 2e-4
 IMPROVE_STEPS ?= 300
-IMPROVE_FROM ?= base
+IMPROVE_FROM ?= previous
 FILTER_OPTS ?= --dedup --max-per-source 10
 DEMO_OPTS ?= --task arithmetic
 BC_OPTS ?= --steps 1500 --lr 2e-3 --warmup 100
@@ -90,6 +92,8 @@ BC_OPTS ?= $(if $(INIT),--steps 200 --lr 5e-5,--preset demo --vocab-size 400 --s
 # On a machine other work shares, add --threads 1: torch's threads slow down 2-6x when they
 # compete for cores (docs/benchmarks.md); rest finetune says so when it sees the machine busy.
 FINETUNE_OPTS ?= --batch-tokens 4096
+# The Improve steps' loss (docs/objectives.md): nll (BC), rwnll, gold, oac or bvmpo; BC (g0) is NLL.
+OBJECTIVE ?= nll
 # The "converged" control stops when validation loss stops improving, or at this many steps.
 CONTROL_MAX_STEPS ?= 2000
 SAMPLE_OPTS ?= --temperature 0.8 --max-length 64
@@ -119,7 +123,7 @@ ifneq ($(and $(USES_DEMO),$(GIVEN_DATA)),)
 $(error rest.mk: give TRAIN, VALID and TEST together (or none of them, for the demo); given: $(GIVEN_DATA))
 endif
 SETTINGS := TASK G I N IMPROVE_STEPS IMPROVE_FROM CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS \
-  BON_N CONTROLS REWARD $(if $(INIT),INIT)
+  BON_N CONTROLS REWARD OBJECTIVE $(if $(INIT),INIT)
 CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
   $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
 ifneq ($(CHECKED),)
@@ -227,7 +231,7 @@ $(RUN)/g$(1)/i$(2)/valid.json: $(RUN)/g$(1)/candidates.jsonl.gz $(foreach j,$(sh
 	  tau=$$$$($(REST) loop threshold --kind $(FILTER) --schedule "$(SCHEDULE)" --step $(2) --candidates $$<) && \
 	  $(REST) filter --$(FILTER) $$$$tau $(FILTER_OPTS) $$< -o $$(@D)/data.jsonl.gz --stats $$(@D)/data.stats.json && \
 	  $(FINETUNE) $$(@D)/data.jsonl.gz --init $(if $(call from_base,$(2)),$(RUN)/g0/model,$(call model_of,$$(lastword $$^))) \
-	    --lr $(word $(2),$(LRS)) \
+	    --lr $(word $(2),$(LRS)) --objective $(OBJECTIVE) \
 	    --warmup 0 --steps $(IMPROVE_STEPS) --valid $(VALID_JSONL) $(FINETUNE_OPTS) --output $$(@D)/model && \
 	  $(call eval_to,-m $$(@D)/model $(EVAL_OPTS) $(VALID_JSONL),$$@); \
 	else touch $$(@D)/skipped && cp $$(lastword $$^) $$@.tmp && mv $$@.tmp $$@; fi

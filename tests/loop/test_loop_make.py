@@ -302,7 +302,7 @@ def test_the_arithmetic_demo_runs_rest_em(tmp_path):
     each Grow step's Improve from BC, a binary threshold, distinct answers capped per source, pass@k."""
     pytest.importorskip("transformers")
     run = tmp_path / "run"
-    result = make(run, "rest", TASK="arithmetic", G="2", I="1", N="4", SHARDS="1",
+    result = make(run, "rest", TASK="arithmetic", IMPROVE_FROM="base", G="2", I="1", N="4", SHARDS="1",
                   DEMO_OPTS="--task arithmetic --train 200 --valid 20 --test 20",
                   BC_OPTS="--steps 20 --lr 2e-3", IMPROVE_STEPS="5", CONTROL_MAX_STEPS="10",
                   FINETUNE_OPTS="--batch-tokens 1024 --max-length 16 --threads 1",

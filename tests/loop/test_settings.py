@@ -13,7 +13,7 @@ GOOD = {"G": "2", "I": "3", "N": "4", "IMPROVE_STEPS": "200", "CONTROL_MAX_STEPS
         "IMPROVE_FROM": "previous"}
 # TASK=arithmetic's defaults (ReST-EM).
 ARITHMETIC = {**GOOD, "TASK": "arithmetic", "G": "3", "I": "1", "N": "8", "SCHEDULE": "0.5", "LRS": "2e-4",
-              "IMPROVE_STEPS": "300", "IMPROVE_FROM": "base", "REWARD": "answer", "BON_N": "1,2,4,8",
+              "IMPROVE_STEPS": "300", "IMPROVE_FROM": "previous", "REWARD": "answer", "BON_N": "1,2,4,8",
               "CONTROLS": "more"}
 
 
