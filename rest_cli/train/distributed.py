@@ -75,6 +75,15 @@ class World:
         dist.all_gather(parts, padded)
         return [part[:int(n)].cpu().numpy() for part, n in zip(parts, sizes)]
 
+    def every_rank(self, state: dict[str, torch.Tensor],
+                   device: torch.device) -> list[dict[str, torch.Tensor]]:
+        """Each rank's `state` (byte tensors: random-number generator states), in rank order."""
+        if not self.distributed:
+            return [state]
+        columns = {key: self._gather(value.numpy().astype(np.int64), device) for key, value in state.items()}
+        return [{key: torch.from_numpy(parts[rank].astype(np.uint8)) for key, parts in columns.items()}
+                for rank in range(self.size)]
+
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sums over all ranks (float64, so token counts stay exact)."""
         if not self.distributed:

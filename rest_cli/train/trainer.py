@@ -370,12 +370,14 @@ class Trainer:
             return
         s.checkpoint_step = s.step
         model, optimizer = self._states()
+        # Each rank draws its own dropout masks: a resumed run must go on drawing each rank's own.
+        rngs = self.world.every_rank(_rng_state(self.device), self.device)
         if not self.world.is_main:  # all ranks hold the same weights (or their shards went to rank 0)
             return
         wall = s.wall_time_s + time.monotonic() - self._session[0]
         _save_atomically({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
                           "state": {**asdict(s), "wall_time_s": wall}, "model": model,
-                          "optimizer": optimizer, "rng": _rng_state(self.device),
+                          "optimizer": optimizer, "rng": rngs[0], "rank_rngs": rngs,
                           "best_model": self.best_weights, "objective": self._objective_state()},
                          self.checkpoint_path)
 
@@ -406,7 +408,8 @@ class Trainer:
                              f"delete {self.work} to start afresh")
         self._load_states(saved["model"], saved["optimizer"])
         self._load_objective(saved.get("objective"))
-        _set_rng_state(saved["rng"], self.device)
+        ranks = saved.get("rank_rngs") or []  # older checkpoints kept rank 0's alone
+        _set_rng_state(ranks[self.world.rank] if len(ranks) == self.world.size else saved["rng"], self.device)
         self.state = _State(**{f.name: saved["state"][f.name] for f in fields(_State)})
         self.state.resumed += 1
         self.best_weights = saved["best_model"]

@@ -86,3 +86,32 @@ def test_more_processes_than_records_is_refused_by_every_rank(tmp_path):
     assert ddp.returncode != 0
     assert ddp.stderr.decode().count("1 usable record(s) for 2 processes; run fewer processes") == 2
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.torchrun
+def test_an_interrupted_ddp_run_with_dropout_resumes_to_the_same_weights(tmp_path):
+    """Each rank's random state is checkpointed: resumed ranks go on drawing their own dropout masks."""
+    import signal
+
+    from tests.helpers import interruptible
+
+    train = write_jsonl(tmp_path / "train.jsonl", _pairs(200, 0))
+    args = ["finetune", str(train), "--preset", "tiny", "--vocab-size", "40", "--steps", "6", "--lr", "1e-3",
+            "--batch-tokens", "400", "--dropout", "0.3", "--log-every", "1", "--checkpoint-every", "100"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "rest_cli", *args]
+    whole = subprocess.run([*command, "--output", str(tmp_path / "whole")], capture_output=True, env=env,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr.decode()[-3000:]
+    run = subprocess.Popen([*command, "--output", str(tmp_path / "resumed")], env=env, stderr=subprocess.PIPE,
+                           text=True, preexec_fn=interruptible)
+    for line in run.stderr:
+        if "step 2/6" in line:
+            run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=300) != 0 and (tmp_path / "resumed.partial").exists()
+    resumed = subprocess.run([*command, "--output", str(tmp_path / "resumed")], capture_output=True, env=env,
+                             timeout=300)
+    assert resumed.returncode == 0 and b"resuming from" in resumed.stderr, resumed.stderr.decode()[-3000:]
+    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "resumed"))
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-6
