@@ -14,7 +14,7 @@
     RUN/bon/NAME.json                      Best-of-N curves: bc, final
     RUN/results.{md,json,png}              the report
 
-rest.mk writes these paths (tests/test_loop_make.py checks that they agree); the report reads
+rest.mk writes these paths (tests/loop/test_loop_make.py checks that they agree); the report reads
 them through this module only.
 """
 
