@@ -116,7 +116,7 @@ def markdown(results: dict) -> str:
         valid, test = row.get("valid", {}), row["test"]
         lines.append(f"| {_policy_cell(row, results.get('final_policy'))} | {_reward(valid.get('reward'))} "
                      f"| {_reward(test.get('reward'))} | {_reward(test.get('sampled_reward'))} | "
-                     + "".join(f"{_reward(test.get(kind, {}).get(size))} | " for _, kind, size in measures)
+                     + "".join(f"{_reward(_figure(test, kind, size))} | " for _, kind, size in measures)
                      + f"{_score(test.get('bleu'))} | {_score(test.get('chrf'))} "
                      f"| {_share(row.get('improve_data'))} |")
     lines += _best_of_n_table(results["best_of_n"])

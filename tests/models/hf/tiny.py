@@ -24,6 +24,19 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content 
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+# The shape every decoder-only builder but GPT-2 shares (Llama's names, which Mistral and Qwen keep).
+DECODER = dict(hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"], num_hidden_layers=WIDTH["layers"],
+               num_attention_heads=WIDTH["heads"], num_key_value_heads=2, max_position_embeddings=128)
+
+
+def _llama_tokenizer():
+    """Llama's (and Mistral's) kind: <s> before every text, </s> to end, <unk>."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(["<unk>", "<s>", "</s>"], bos="<s>"),
+                                   bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
 def _byte_bpe(specials: list[str], vocab_size: int = 300, bos: str | None = None, eos: str | None = None):
     """A byte-level BPE tokenizer (GPT-2's kind); `bos` and `eos` go around every text (Llama: bos only)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -80,13 +93,10 @@ def gpt2(folder: Path, seed: int = 0) -> Path:
 
 
 def llama(folder: Path, seed: int = 0) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(["<unk>", "<s>", "</s>"], bos="<s>"),
-                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"],
-                         num_hidden_layers=WIDTH["layers"], num_attention_heads=WIDTH["heads"],
-                         num_key_value_heads=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id,
+    tok = _llama_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), **DECODER, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=None)
     _seeded(seed)
     return _save(folder, LlamaForCausalLM(config), tok)
@@ -102,9 +112,7 @@ def qwen2(folder: Path, seed: int = 0, chat: bool = True) -> Path:
     if chat:
         tok.chat_template = CHAT_TEMPLATE
     # Qwen's real vocabularies are padded past the tokenizer: the embeddings have spare rows.
-    config = Qwen2Config(vocab_size=len(tok) + 4, hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"],
-                         num_hidden_layers=WIDTH["layers"], num_attention_heads=WIDTH["heads"],
-                         num_key_value_heads=2, max_position_embeddings=128, eos_token_id=tok.eos_token_id,
+    config = Qwen2Config(vocab_size=len(tok) + 4, **DECODER, eos_token_id=tok.eos_token_id,
                          tie_word_embeddings=True)
     _seeded(seed)
     model = Qwen2ForCausalLM(config)
@@ -210,24 +218,19 @@ def qwen3(folder: Path, seed: int = 0) -> Path:
     tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(specials), eos_token="<|im_end|>",
                                   pad_token="<|endoftext|>")
     tok.chat_template = CHAT_TEMPLATE
-    config = Qwen3Config(vocab_size=len(tok), hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"],
-                         num_hidden_layers=WIDTH["layers"], num_attention_heads=WIDTH["heads"],
-                         num_key_value_heads=2, head_dim=32, max_position_embeddings=128,
-                         eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    config = Qwen3Config(vocab_size=len(tok), **DECODER, head_dim=32, eos_token_id=tok.eos_token_id,
+                         tie_word_embeddings=True)
     _seeded(seed)
     return _save(folder, Qwen3ForCausalLM(config), tok)
 
 
 def mistral(folder: Path, seed: int = 0) -> Path:
     """Mistral: Llama's layout with a sliding attention window (longer than these tests' inputs)."""
-    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+    from transformers import MistralConfig, MistralForCausalLM
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=_byte_bpe(["<unk>", "<s>", "</s>"], bos="<s>"),
-                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    config = MistralConfig(vocab_size=len(tok), hidden_size=WIDTH["hidden"], intermediate_size=WIDTH["ffn"],
-                           num_hidden_layers=WIDTH["layers"], num_attention_heads=WIDTH["heads"],
-                           num_key_value_heads=2, max_position_embeddings=128, sliding_window=4096,
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    tok = _llama_tokenizer()
+    config = MistralConfig(vocab_size=len(tok), **DECODER, sliding_window=4096, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id)
     _seeded(seed)
     return _save(folder, MistralForCausalLM(config), tok)
 
