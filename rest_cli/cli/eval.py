@@ -18,14 +18,17 @@ from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.evaluate import (
     GIVEN_HYP,
     EvalPlan,
+    Evaluation,
     evaluate_model,
     evaluate_outputs,
     evaluate_samples,
     read_outputs,
     read_samples,
+    with_significance,
 )
 from rest_cli.eval.evaluate import compare as compare_results
 from rest_cli.eval.sampled import SampleMeasures
+from rest_cli.eval.significance import ALPHA
 from rest_cli.io.records import Record, RecordReader
 from rest_cli.rewards import Reward, build_reward
 from rest_cli.sampling import DecodeOptions, EngineOptions, with_ids
@@ -73,9 +76,15 @@ def evaluate(
     correct_at: Annotated[float, typer.Option(
         help="For --pass-at and --majority: a sample is correct when its reward is at least this "
              "(1.0: full marks of a binary reward).")] = 1.0,
+    bootstrap: Annotated[int, typer.Option(
+        metavar="RESAMPLES",
+        help="With --compare: paired bootstrap resampling over the sources, this many resamples (0: "
+             "none). Gives each figure's 95% interval and a p-value against the first (sacrebleu's "
+             "test for BLEU and chrF, the same resamples for each mean reward), and flags reward "
+             "hacking when a reward rises and BLEU or chrF falls, both with p < 0.05.")] = 1000,
     hack_threshold: Annotated[float, typer.Option(
-        help="Flag reward hacking when a reward rises while BLEU or chrF falls by more than "
-             "this many points.")] = 1.0,
+        help="Without the bootstrap (--bootstrap 0, or samples per source): flag reward hacking when a "
+             "reward rises while BLEU or chrF falls by more than this many points.")] = 1.0,
     brief: Annotated[bool, typer.Option(
         "--brief", help="One line per result on stderr instead of the table (same JSON).")] = False,
     skip_invalid: SkipInvalidOpt = False,
@@ -96,11 +105,12 @@ def evaluate(
         if model:
             labels = reward or [r.name for r in rewards]
             data, sources = _sources(input, rewards, labels, skip_invalid)
-            results = [evaluate_model(m, sources, rewards, plan, engine, track=_progress)
-                       for m in [model, *(compare or [])]]
+            evaluations = [evaluate_model(m, sources, rewards, plan, engine, track=_progress)
+                           for m in [model, *(compare or [])]]
         else:
-            data, results = _given_outputs(input, compare or [], rewards, measures, skip_invalid)
+            data, evaluations = _given_outputs(input, compare or [], rewards, measures, skip_invalid)
     opts.report_truncated("eval", rewards)
+    results = with_significance(evaluations, bootstrap)
     report = {"data": data, "results": results, "comparisons": compare_results(results, hack_threshold)}
     if brief:
         _print_brief(report)
@@ -162,7 +172,7 @@ def _sources(input: str, rewards: list[Reward], labels: list[str],
 
 
 def _given_outputs(input: str, others: list[str], rewards: list[Reward], measures: SampleMeasures,
-                   skip_invalid: bool) -> tuple[str, list[dict]]:
+                   skip_invalid: bool) -> tuple[str, list[Evaluation]]:
     """The input's name, and results for the outputs in it and in each --compare file: one output
     per source, or with --pass-at or --majority the samples of each source (grouped by id)."""
     grouped = measures.asked
@@ -176,7 +186,7 @@ def _given_outputs(input: str, others: list[str], rewards: list[Reward], measure
         report_skipped("eval", reader)
         return reader.name, outputs
 
-    def measure(outputs: list, name: str) -> dict:
+    def measure(outputs: list, name: str) -> Evaluation:
         if grouped:
             return evaluate_samples(outputs, rewards, measures, name)
         return evaluate_outputs(outputs, rewards, name)
@@ -212,9 +222,12 @@ def _print_table(report: dict) -> None:
     table.add_column("metric")
     for result in results:
         table.add_column(_heading(result), justify="right")
-    for label, get in _rows(results[0]):
-        table.add_row(label, *(_cell(get(r), get(r) - get(results[0]) if i else None)
+    for label, get, estimate in _rows(results[0]):
+        table.add_row(label, *(_cell(get(r), get(r) - get(results[0]) if i else None, estimate(r))
                                for i, r in enumerate(results)))
+    if "bootstrap" in results[0]:
+        table.caption = (f"± 95% interval, p against the first: paired bootstrap, "
+                         f"{results[0]['bootstrap']['resamples']} resamples of the sources")
     console = Console(stderr=True)
     console.print(table)
     for row in report["comparisons"]:
@@ -253,13 +266,24 @@ def _heading(result: dict) -> str:
 
 
 def _rows(result: dict):
-    rows = [(f"reward {name}", lambda r, n=name: r["rewards"][n]) for name in result["rewards"]]
-    rows += [(f"sampled {name}", lambda r, n=name: r["sampled"]["rewards"][n])
+    """(label, the figure of a result, its bootstrap estimate or None) for each row of the table."""
+    def none(r):
+        return None
+
+    def of_reward(name):
+        return lambda r: r.get("bootstrap", {}).get("rewards", {}).get(name)
+
+    def of_metric(m):
+        return lambda r: r.get("bootstrap", {}).get(m)
+
+    rows = [(f"reward {name}", lambda r, n=name: r["rewards"][n], of_reward(name))
+            for name in result["rewards"]]
+    rows += [(f"sampled {name}", lambda r, n=name: r["sampled"]["rewards"][n], none)
              for name in result.get("sampled", {}).get("rewards", {})]
-    rows += [(f"{label} {name}", lambda r, i=i: _sampled_measures(r)[i][2])
+    rows += [(f"{label} {name}", lambda r, i=i: _sampled_measures(r)[i][2], none)
              for i, (label, name, _) in enumerate(_sampled_measures(result))]
-    rows += [(m, lambda r, m=m: r[m]) for m in ("bleu", "chrf", "length_ratio") if m in result]
-    return rows + [(m, lambda r, m=m: r[m]) for m in ("distinct_1", "distinct_2")]
+    rows += [(m, lambda r, m=m: r[m], of_metric(m)) for m in ("bleu", "chrf", "length_ratio") if m in result]
+    return rows + [(m, lambda r, m=m: r[m], none) for m in ("distinct_1", "distinct_2")]
 
 
 def _sampled_measures(result: dict) -> list[tuple[str, str, float]]:
@@ -270,8 +294,16 @@ def _sampled_measures(result: dict) -> list[tuple[str, str, float]]:
             for name, values in sampled.get(measure, {}).items() for k, value in values.items()]
 
 
-def _cell(value: float, delta: float | None) -> str:
-    return f"{value:.4f}" if delta is None else f"{value:.4f} ({delta:+.4f})"
+def _cell(value: float, delta: float | None, estimate: dict | None) -> str:
+    """`0.9820 ± 0.0030 (+0.0120, p 0.0010*)`: the figure, its 95% interval, and against the first
+    column the delta and its p-value (* below 0.05)."""
+    text = f"{value:.4f}" if estimate is None else f"{value:.4f} ± {estimate['ci']:.4f}"
+    if delta is None:
+        return text
+    if estimate is None or "p_value" not in estimate:
+        return f"{text} ({delta:+.4f})"
+    mark = "*" if estimate["p_value"] < ALPHA else ""
+    return f"{text} ({delta:+.4f}, p {estimate['p_value']:.4f}{mark})"
 
 
 def _progress(candidates, what: str, total: int):

@@ -19,6 +19,7 @@ import orjson
 
 from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.sampled import SampleMeasures
+from rest_cli.eval.significance import ALPHA, Outputs, paired_bootstrap
 from rest_cli.io.records import Record, RecordReader, iter_groups
 from rest_cli.rewards import Reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats
@@ -36,13 +37,8 @@ def scored(candidates: Iterable[Record], reward: Reward) -> list[Record]:
     return list(score_records(({**c} for c in candidates), reward))
 
 
-def mean_reward(candidates: list[Record], reward: Reward) -> float:
-    """Mean of `reward` over candidates (copies are scored: the inputs stay as they are)."""
-    return _mean_of(scored(candidates, reward))
-
-
-def _mean_of(records: list[Record]) -> float:
-    return math.fsum(r["reward"] for r in records) / len(records) if records else math.nan
+def mean_of(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -68,14 +64,30 @@ def diversity(hyps: Sequence[str]) -> dict:
     return {"distinct_1": round(distinct_n(hyps, 1), 4), "distinct_2": round(distinct_n(hyps, 2), 4)}
 
 
-def candidate_metrics(candidates: list[Record], rewards: Sequence[Reward]) -> dict:
-    """Reward means, and reference metrics when every candidate has a `ref`."""
-    hyps = [c["hyp"] for c in candidates]
-    metrics = {"rewards": {r.name: round(mean_reward(candidates, r), 6) for r in rewards},
-               "reward_sigs": {r.name: r.signature() for r in rewards}, **diversity(hyps)}
-    if candidates and all("ref" in c for c in candidates):
-        metrics.update(reference_metrics(hyps, [c["ref"] for c in candidates]))
+def outputs_of(candidates: list[Record], rewards: Sequence[Reward]) -> Outputs:
+    """One output per source as a paired test reads them: hyps, refs (when every one has one), and
+    each reward's value per source (copies are scored: the inputs stay as they are)."""
+    refs = [c["ref"] for c in candidates] if candidates and all("ref" in c for c in candidates) else None
+    return Outputs(hyps=[c["hyp"] for c in candidates], refs=refs,
+                   rewards={r.name: [s["reward"] for s in scored(candidates, r)] for r in rewards})
+
+
+def candidate_metrics(outputs: Outputs, rewards: Sequence[Reward]) -> dict:
+    """Reward means, diversity, and reference metrics when every output has a `ref`."""
+    metrics = {"rewards": {name: round(mean_of(values), 6) for name, values in outputs.rewards.items()},
+               "reward_sigs": {r.name: r.signature() for r in rewards}, **diversity(outputs.hyps)}
+    if outputs.refs is not None:
+        metrics.update(reference_metrics(list(outputs.hyps), list(outputs.refs)))
     return metrics
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A result as the report gives it, and what a paired test needs of it (None for samples:
+    several per source have no one-to-one pairing)."""
+
+    result: dict
+    outputs: Outputs | None
 
 
 def sample_figures(candidates: list[Record], rewards: Sequence[Reward], measures: SampleMeasures) -> dict:
@@ -86,7 +98,7 @@ def sample_figures(candidates: list[Record], rewards: Sequence[Reward], measures
                      **({"correct_at": measures.correct_at} if measures.asked else {})}
     for reward in rewards:
         records = scored(candidates, reward)
-        figures["rewards"][reward.name] = round(_mean_of(records), 6)
+        figures["rewards"][reward.name] = round(mean_of([r["reward"] for r in records]), 6)
         for measure, values in measures.measure(list(iter_groups(records))).items():
             figures.setdefault(measure, {})[reward.name] = values
     return figures
@@ -114,7 +126,7 @@ def _untracked(candidates: Iterable[Record], what: str, total: int) -> Iterable[
 
 
 def evaluate_model(model_dir: str, sources: list[Record], rewards: Sequence[Reward], plan: EvalPlan,
-                   engine: EngineOptions = EngineOptions(), track: Tracker = _untracked) -> dict:
+                   engine: EngineOptions = EngineOptions(), track: Tracker = _untracked) -> Evaluation:
     """Decode `sources` with one policy and measure the outputs.
 
     `track(candidates, what, total)` sees the candidates as they are decoded: the CLI's progress display.
@@ -122,15 +134,15 @@ def evaluate_model(model_dir: str, sources: list[Record], rewards: Sequence[Rewa
     sampler = Sampler(model_dir, engine)
     decoded = list(track(sampler.sample(sources, plan.decode, SampleStats()), "candidates (greedy)",
                          len(sources) * plan.decode.n))
-    best = [c for c in decoded if c["k"] == 0]
+    outputs = outputs_of([c for c in decoded if c["k"] == 0], rewards)
     result = {"model": model_dir, "decode": plan.decode.describe(), "sources": len(sources),
-              **candidate_metrics(best, rewards)}
+              **candidate_metrics(outputs, rewards)}
     if plan.sample_n:
         sampling = DecodeOptions(n=plan.sample_n, temperature=plan.temperature, max_length=plan.max_length)
         sampled = list(track(sampler.sample(sources, sampling, SampleStats()), "candidates (sampled)",
                              len(sources) * sampling.n))
         result["sampled"] = {"decode": sampling.describe(), **sample_figures(sampled, rewards, plan.measures)}
-    return result
+    return Evaluation(result, outputs)
 
 
 def read_outputs(reader: RecordReader, like: list[Record] | None = None, like_name: str = "") -> list[Record]:
@@ -199,14 +211,15 @@ def _same_sources(reader: RecordReader, heads: list[Record] | None, like_name: s
         yield record
 
 
-def evaluate_outputs(outputs: list[Record], rewards: Sequence[Reward], name: str) -> dict:
+def evaluate_outputs(records: list[Record], rewards: Sequence[Reward], name: str) -> Evaluation:
     """Measure outputs already made (each record's `hyp` against its `ref`): no model, no decoding."""
-    return {"model": f"hyp of {name}", "decode": GIVEN_HYP, "sources": len(outputs),
-            **candidate_metrics(outputs, rewards)}
+    outputs = outputs_of(records, rewards)
+    return Evaluation({"model": f"hyp of {name}", "decode": GIVEN_HYP, "sources": len(records),
+                       **candidate_metrics(outputs, rewards)}, outputs)
 
 
 def evaluate_samples(groups: list[list[Record]], rewards: Sequence[Reward], measures: SampleMeasures,
-                     name: str) -> dict:
+                     name: str) -> Evaluation:
     """Measure samples already made, several per source (no model): each reward's mean over all
     samples, distinct-n, and under `sampled` the pass@k and maj@m `measures` asks for.
 
@@ -219,15 +232,30 @@ def evaluate_samples(groups: list[list[Record]], rewards: Sequence[Reward], meas
         measures.check_samples(len(samples), f"source {group[0]['id']!r} of {name}")  # before scoring
     samples = [r for group in sources for r in group]
     figures = sample_figures(samples, rewards, measures)
-    return {"model": f"hyp of {name}", "decode": GIVEN_HYP, "sources": len(sources),
-            "rewards": figures.pop("rewards"), "reward_sigs": {r.name: r.signature() for r in rewards},
-            **diversity([r["hyp"] for r in samples]), "sampled": {"decode": GIVEN_HYP, **figures}}
+    return Evaluation({"model": f"hyp of {name}", "decode": GIVEN_HYP, "sources": len(sources),
+                       "rewards": figures.pop("rewards"),
+                       "reward_sigs": {r.name: r.signature() for r in rewards},
+                       **diversity([r["hyp"] for r in samples]), "sampled": {"decode": GIVEN_HYP, **figures}},
+                      None)
+
+
+def with_significance(evaluations: list[Evaluation], resamples: int) -> list[dict]:
+    """The results, each with its bootstrap estimates (`bootstrap`: 95% intervals, and p-values
+    against the first) when there are several to compare, each with one output per source."""
+    results = [e.result for e in evaluations]
+    outputs = [e.outputs for e in evaluations]
+    if resamples < 1 or len(evaluations) < 2 or any(o is None for o in outputs):
+        return results
+    return [{**result, "bootstrap": estimates}
+            for result, estimates in zip(results, paired_bootstrap(outputs, resamples))]
 
 
 def compare(results: list[dict], hack_threshold: float = 1.0) -> list[dict]:
     """Deltas of each result against the first, with a reward-hacking flag.
 
-    Flagged: some reward rose while corpus BLEU or chrF fell by more than `hack_threshold` points.
+    With bootstrap estimates (`with_significance`), flagged: some reward rose and BLEU or chrF fell,
+    each significantly (p < ALPHA). Without: some reward rose while corpus BLEU or chrF fell by more
+    than `hack_threshold` points.
     """
     base = results[0]
     rows = []
@@ -236,14 +264,30 @@ def compare(results: list[dict], hack_threshold: float = 1.0) -> list[dict]:
                          for name, value in base["rewards"].items()}
         metric_deltas = {m: round(other[m] - base[m], 4)
                          for m in ("bleu", "chrf") if m in base and m in other}
-        falls = [m for m, delta in metric_deltas.items() if delta < -hack_threshold]
-        rises = [name for name, delta in reward_deltas.items() if delta > 0]
+        rises, falls = _hacking_signs(reward_deltas, metric_deltas, other.get("bootstrap"), hack_threshold)
         rows.append({"model": other["model"], "against": base["model"], "rewards": reward_deltas,
                      **metric_deltas, **_sampled_deltas(base, other),
+                     "hacking_test": "bootstrap" if "bootstrap" in other else "threshold",
                      "reward_hacking_suspected": bool(rises and falls),
                      "why": (f"{', '.join(rises)} up while {', '.join(falls)} down"
                              if rises and falls else "")})
     return rows
+
+
+def _hacking_signs(reward_deltas: dict, metric_deltas: dict, estimates: dict | None,
+                   hack_threshold: float) -> tuple[list[str], list[str]]:
+    """(rewards that rose, metrics that fell), significantly by the bootstrap when it was run, each
+    named with its p-value; else any rise, and falls of more than `hack_threshold` points."""
+    if estimates is None:
+        return ([name for name, delta in reward_deltas.items() if delta > 0],
+                [m for m, delta in metric_deltas.items() if delta < -hack_threshold])
+
+    def significant(deltas: dict, figures: dict, sign: int) -> list[str]:
+        return [f"{name} (p = {figures[name]['p_value']:.4f})" for name, delta in deltas.items()
+                if delta * sign > 0 and name in figures and figures[name]["p_value"] < ALPHA]
+
+    return (significant(reward_deltas, estimates["rewards"], +1),
+            significant(metric_deltas, {m: estimates[m] for m in metric_deltas if m in estimates}, -1))
 
 
 def _sampled_deltas(base: dict, other: dict) -> dict:

@@ -1,5 +1,6 @@
 """`rest eval` without -m: the `hyp` of each record measured against its `ref`, no model; and --brief."""
 
+import re
 import subprocess
 import sys
 
@@ -90,16 +91,27 @@ def test_compare_two_files_of_outputs_flags_reward_hacking(tmp_path):
     # Nearly right everywhere, against exactly right once and far off elsewhere: `exact` rises, BLEU falls.
     near = outputs(tmp_path / "near.jsonl", [ref.rsplit(" ", 1)[0] for ref in REFS])
     hacked = outputs(tmp_path / "hacked.jsonl", [REFS[0]] + ["nothing"] * (len(REFS) - 1))
-    result = invoke(near, "--compare", hacked, "-r", "exact", "--brief")
+    result = invoke(near, "--compare", hacked, "-r", "exact", "--brief", "--bootstrap", "0")
     assert result.exit_code == 0, result.stderr
     report = orjson.loads(result.stdout)
     base, other = report["results"]
     (row,) = report["comparisons"]
     assert (row["model"], row["against"]) == (f"hyp of {hacked}", f"hyp of {near}")
     assert row["bleu"] == pytest.approx(other["bleu"] - base["bleu"], abs=1e-4) and row["bleu"] < -1
-    assert row["reward_hacking_suspected"]
+    assert row["reward_hacking_suspected"] and row["hacking_test"] == "threshold"
     assert result.stderr.splitlines()[-1] == (
         f"rest eval: reward hacking suspected for hyp of {hacked}: {row['why']}")
+    # By default the paired bootstrap decides: one better source of five is no significant rise.
+    tested = invoke(near, "--compare", hacked, "-r", "exact")
+    report = orjson.loads(tested.stdout)
+    (row,) = report["comparisons"]
+    assert not row["reward_hacking_suspected"] and row["hacking_test"] == "bootstrap"
+    first, second = (result["bootstrap"] for result in report["results"])
+    assert "p_value" not in first["rewards"]["exact"] and second["rewards"]["exact"]["p_value"] > 0.05
+    assert second["bleu"]["p_value"] < 0.05 and first["resamples"] == 1000
+    table = " ".join(tested.stderr.split())  # rich wraps the table to the terminal's width
+    assert "paired bootstrap, 1000 resamples" in table and re.search(r"\(-\d+\.\d{4}, p\b", table)
+    assert "0.0010*)" in table  # BLEU's fall, significant
 
 
 def test_compare_refuses_outputs_of_other_sources(tmp_path):

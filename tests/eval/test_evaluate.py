@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from rest_cli.eval.evaluate import compare, distinct_n, mean_reward, reference_metrics
+from rest_cli.eval.evaluate import compare, distinct_n, mean_of, outputs_of, reference_metrics
 from rest_cli.rewards import RewardOptions, build_reward
 from tests.helpers import read_jsonl, rest, write_jsonl
 
@@ -32,10 +32,12 @@ def test_reference_metrics_on_a_perfect_and_a_short_output():
     assert perfect["bleu_sig"].startswith("nrefs:1|") and "version:" in perfect["chrf_sig"]
 
 
-def test_mean_reward_shows_the_reward_capped_text_and_keeps_the_candidates():
+def test_outputs_show_the_reward_capped_text_and_keep_the_candidates():
     reward = build_reward("exact", RewardOptions(max_chars=3))
     candidates = [{"hyp": "abcdef", "ref": "abcxyz"}, {"hyp": "ab", "ref": "ba"}]
-    assert mean_reward(candidates, reward) == 0.5 and reward.cap.truncated == 1
+    outputs = outputs_of(candidates, [reward])
+    assert outputs.rewards == {"exact": [1.0, 0.0]} and reward.cap.truncated == 1
+    assert mean_of(outputs.rewards["exact"]) == 0.5 and outputs.refs == ["abcxyz", "ba"]
     assert candidates == [{"hyp": "abcdef", "ref": "abcxyz"}, {"hyp": "ab", "ref": "ba"}]
 
 
@@ -62,8 +64,12 @@ def test_eval_command_json_and_comparison(random_model_dir, tmp_path):
     first, second = report["results"]
     assert (first["sources"] == 2 and set(first["rewards"]) == {"chrf"} and "bleu" in first
             and "sampled" in first)
+    first_bootstrap, second_bootstrap = first.pop("bootstrap"), second.pop("bootstrap")
     assert first == second  # same model, same seed: the same figures
     assert report["comparisons"][0]["rewards"] == {"chrf": 0.0}
+    # The same outputs: the same intervals, and nothing to tell apart (p = 1).
+    assert second_bootstrap["rewards"]["chrf"] == {**first_bootstrap["rewards"]["chrf"], "p_value": 1.0}
+    assert second_bootstrap["bleu"]["p_value"] == 1.0
     assert "rest eval" in out.stderr.decode()
 
 
@@ -96,7 +102,7 @@ def test_eval_pass_at_k_and_majority_of_a_models_samples(random_model_dir, tmp_p
     out = rest(*args)
     assert out.returncode == 0, out.stderr
     report = read_jsonl(out.stdout.replace(b"\n", b" "))[0]
-    first, second = report["results"]
+    first, second = ({k: v for k, v in result.items() if k != "bootstrap"} for result in report["results"])
     sampled = first["sampled"]
     # Without --sample, the largest K or M sets the samples per source.
     assert sampled["samples"] == 2 * 3 and sampled["decode"].startswith("sample|n:3|")
