@@ -25,7 +25,10 @@ def corpus(seed: int, sources: int, noise: float) -> tuple[list[str], list[str]]
     return refs, hyps
 
 
-def sacrebleu_paired_bs(tmp_path: Path, refs, *systems) -> list[list[tuple[float, float, float, float | None]]]:
+Figure = tuple[float, float, float, float | None]  # score, bootstrap mean, ci, p-value
+
+
+def sacrebleu_paired_bs(tmp_path: Path, refs, *systems) -> list[list[Figure]]:
     """sacrebleu's own command line on the same files: per system, (score, mean, ci, p) of BLEU and chrF."""
     ref = tmp_path / "ref.txt"
     ref.write_text("\n".join(refs) + "\n")
@@ -55,7 +58,8 @@ def test_bleu_and_chrf_agree_with_sacrebleus_own_paired_bootstrap(tmp_path):
         for column, metric in enumerate(("bleu", "chrf")):
             score, mean, ci, p = theirs[k][column]
             estimate = ours[metric][k]
-            assert estimate.mean == pytest.approx(mean, abs=6e-5) and estimate.ci == pytest.approx(ci, abs=6e-5)
+            assert estimate.mean == pytest.approx(mean, abs=6e-5)
+            assert estimate.ci == pytest.approx(ci, abs=6e-5)
             assert (estimate.p_value is None) == (p is None)
             if p is not None:
                 assert estimate.p_value == pytest.approx(p, abs=6e-5)
