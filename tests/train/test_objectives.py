@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 
+from rest_cli.correlation import kendall_tau, spearman
 from rest_cli.errors import InputError, UsageError
 from rest_cli.models.base import Batch
 from rest_cli.train.objectives import get_objective, objective_names
@@ -22,12 +23,7 @@ from rest_cli.train.objectives.gold import GOLD
 from rest_cli.train.objectives.oac import OfflineActorCritic
 from rest_cli.train.objectives.rwnll import RewardWeightedNLL
 from rest_cli.train.objectives.settings import BVMPOSettings, GoldSettings, RWNLLSettings, ValueSettings
-from rest_cli.train.objectives.value import (
-    discounted_returns,
-    kendall_tau,
-    spearman,
-    value_correlations,
-)
+from rest_cli.train.objectives.value import discounted_returns, value_correlations
 from rest_cli.train.options import FinetuneOptions
 from rest_cli.train.run import finetune, partial_dir
 from tests.helpers import REPO, rest, write_jsonl

@@ -18,10 +18,10 @@ move as the policy trains, so it trains all along, after fitting alone for the f
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rest_cli.correlation import kendall_tau, spearman
 from rest_cli.models.base import Batch, PolicyKind
 from rest_cli.train.objectives.base import Context, Objective
 from rest_cli.train.objectives.settings import ValueSettings
@@ -113,39 +113,6 @@ def load_head(path) -> ValueHead:
     head = ValueHead(inputs // 2, width)
     head.load_state_dict(state)
     return head.eval()
-
-
-def kendall_tau(x, y) -> float:
-    """Kendall's tau-b of two sequences (ties in either count as neither concordant nor discordant).
-
-    Row by row, so that memory stays linear in the length (the n x n signs of 12,000 records
-    would take gigabytes).
-    """
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    concordance = untied_x = untied_y = 0
-    for i in range(len(x) - 1):
-        dx, dy = np.sign(x[i + 1:] - x[i]), np.sign(y[i + 1:] - y[i])
-        concordance += int((dx * dy).sum())
-        untied_x, untied_y = untied_x + np.count_nonzero(dx), untied_y + np.count_nonzero(dy)
-    denominator = np.sqrt(float(untied_x) * float(untied_y))
-    return float(concordance / denominator) if denominator else float("nan")
-
-
-def spearman(x, y) -> float:
-    """Spearman's rho: Pearson's correlation of the ranks (ties get their mean rank)."""
-    rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
-    if rx.std() == 0 or ry.std() == 0:  # a constant has no ranking
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    for value in np.unique(values[np.diff(np.sort(values), prepend=np.nan) == 0]):
-        ranks[values == value] = ranks[values == value].mean()  # ties share their mean rank
-    return ranks
 
 
 @torch.no_grad()
