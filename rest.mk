@@ -123,7 +123,7 @@ ifneq ($(and $(USES_DEMO),$(GIVEN_DATA)),)
 $(error rest.mk: give TRAIN, VALID and TEST together (or none of them, for the demo); given: $(GIVEN_DATA))
 endif
 SETTINGS := TASK G I N IMPROVE_STEPS IMPROVE_FROM CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS \
-  BON_N CONTROLS REWARD OBJECTIVE $(if $(INIT),INIT)
+  BON_N CONTROLS REWARD OBJECTIVE $(if $(INIT),INIT) $(MORE_SETTINGS)
 CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
   $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
 ifneq ($(CHECKED),)

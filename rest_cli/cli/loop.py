@@ -124,3 +124,28 @@ def summary(run: Annotated[Path, typer.Argument(help="The run folder.")]) -> Non
     print(describe(results, layout), end="")
     for warning in results.get("warnings", []):
         log("loop summary", f"warning: {warning}")
+
+
+@app.command("arms")
+@handles_errors("loop arms")
+def arms(folders: Annotated[list[Path], typer.Argument(
+             help="One folder per arm, each with a test report per seed (s1.json, s2.json, ...); the first "
+                  "is the baseline.")],
+         reward: RewardOpt,
+         output: Annotated[Path, typer.Option(
+             "--output", "-o", help="Writes OUTPUT.md, OUTPUT.json and OUTPUT.png.")],
+         title: Annotated[str, typer.Option(help="The table's and the plot's title.")] = "Improve losses",
+         plot: Annotated[bool, typer.Option(help="Also draw OUTPUT.png (needs matplotlib).")] = True) -> None:
+    """Compare arms over seeds (losses.mk: the paper's Figure 5): mean, spread, a table and a bar chart."""
+    import json
+
+    from rest_cli.io.atomic import write_file
+    from rest_cli.loop.arms import collect, markdown
+    from rest_cli.loop.arms import plot as draw
+
+    results = collect(folders, reward)
+    write_file(output.with_name(output.name + ".json"), (json.dumps(results, indent=2) + "\n").encode())
+    write_file(output.with_name(output.name + ".md"), markdown(results, title).encode())
+    if plot:
+        draw(results, output.with_name(output.name + ".png"), title)
+    log("loop arms", f"wrote {output}.md")

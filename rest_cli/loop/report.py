@@ -19,7 +19,7 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _figures(report: dict | None, reward: str) -> dict:
+def headline_figures(report: dict | None, reward: str) -> dict:
     """The headline figures of one `rest eval` report (None where absent)."""
     if report is None:
         return {}
@@ -49,11 +49,12 @@ def collect(run: Path, reward: str) -> dict:
     """Every policy's validation and test figures in loop order, Improve data, controls, curves, warnings."""
     layout = RunLayout(run)
     rows = [{"policy": name, "skipped": layout.skipped_mark(name).exists(),
-             "valid": _figures(_load(layout.valid_report(name)), reward),
-             "test": _figures(_load(layout.test_report(name)), reward),
+             "valid": headline_figures(_load(layout.valid_report(name)), reward),
+             "test": headline_figures(_load(layout.test_report(name)), reward),
              "improve_data": _load(layout.filter_stats(name)) if name != BC else None}
             for name in layout.step_names()]
-    controls = [{"policy": p.stem, "test": _figures(_load(p), reward)} for p in layout.control_reports()]
+    controls = [{"policy": p.stem, "test": headline_figures(_load(p), reward)}
+                for p in layout.control_reports()]
     curves = {p.stem: _load(p) for p in layout.curves()}
     final = _final_policy(layout)
     results = {"run": str(run), "reward": reward, "final_policy": final, "steps": rows, "controls": controls,
@@ -86,11 +87,11 @@ def warnings(results: dict) -> list[str]:
     return found
 
 
-def _reward(value) -> str:
+def reward_cell(value) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def _score(value) -> str:
+def score_cell(value) -> str:
     """BLEU and chrF as sacrebleu reports them: two decimals."""
     return "–" if value is None else f"{value:.2f}"
 
@@ -114,10 +115,11 @@ def markdown(results: dict) -> str:
               "|---|---|---:|---:|" + "---:|" * len(measures) + "---:|---:|---|"]
     for row in rows:
         valid, test = row.get("valid", {}), row["test"]
-        lines.append(f"| {_policy_cell(row, results.get('final_policy'))} | {_reward(valid.get('reward'))} "
-                     f"| {_reward(test.get('reward'))} | {_reward(test.get('sampled_reward'))} | "
-                     + "".join(f"{_reward(_figure(test, kind, size))} | " for _, kind, size in measures)
-                     + f"{_score(test.get('bleu'))} | {_score(test.get('chrf'))} "
+        lines.append(f"| {_policy_cell(row, results.get('final_policy'))} "
+                     f"| {reward_cell(valid.get('reward'))} "
+                     f"| {reward_cell(test.get('reward'))} | {reward_cell(test.get('sampled_reward'))} | "
+                     + "".join(f"{reward_cell(_figure(test, kind, size))} | " for _, kind, size in measures)
+                     + f"{score_cell(test.get('bleu'))} | {score_cell(test.get('chrf'))} "
                      f"| {_share(row.get('improve_data'))} |")
     lines += _best_of_n_table(results["best_of_n"])
     return "\n".join(lines) + "\n"
@@ -150,7 +152,8 @@ def _best_of_n_table(curves: dict) -> list[str]:
     lines = ["", "Best-of-N on the test set (mean best reward of N samples):", "",
              "| N | " + " | ".join(_curve_name(name) for name in names) + " |",
              "|---:|" + "---:|" * len(names)]
-    lines += [f"| {n} | " + " | ".join(_reward(by_size[name].get(n)) for name in names) + " |" for n in sizes]
+    lines += [f"| {n} | " + " | ".join(reward_cell(by_size[name].get(n)) for name in names) + " |"
+              for n in sizes]
     return lines
 
 

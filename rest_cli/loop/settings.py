@@ -78,6 +78,15 @@ def check_one_of(choices: tuple[str, ...], many: bool = False) -> Callable[[str]
     return check
 
 
+def check_seeds(value: str) -> None:
+    """losses.mk's SEEDS: whole numbers, each once (a repeated seed would be the same run twice)."""
+    seeds = [_whole(word, 0) for word in value.split()]
+    if not seeds:
+        raise ValueError("is empty")
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"names a seed twice: {value!r}")
+
+
 def check_reward(value: str) -> None:
     from rest_cli.rewards.build import check_spec
 
@@ -112,6 +121,8 @@ _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     "TASK": check_one_of(TASKS), "IMPROVE_FROM": check_one_of(IMPROVE_STARTS),
     "CONTROLS": check_one_of(CONTROL_ARMS, many=True),
     "REWARD": check_reward, "OBJECTIVE": check_one_of(tuple(objective_names())),
+    "OBJECTIVES": check_one_of(tuple(objective_names()), many=True), "SEEDS": check_seeds,
+    "I0_OBJECTIVES": check_one_of(tuple(objective_names()), many=True),
     "TRAIN": check_data_files, "VALID": check_data_files, "TEST": check_data_files, "INIT": check_start,
 }
 _SETTINGS_CHECKS: dict[str, Callable[[dict[str, str]], None]] = {

@@ -28,11 +28,11 @@ TINY = {
 }
 
 
-def make(run, *targets, **overrides):
+def make(run, *targets, makefile="rest.mk", **overrides):
     variables = {**TINY, "RUN": str(run), "REST": f"{sys.executable} -m rest_cli", **overrides}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # --no-print-directory: under `make test` this make is a sub-make, which would add "make[1]: ..." lines
-    return subprocess.run(["make", "--no-print-directory", "-f", str(REPO / "rest.mk"), *targets,
+    return subprocess.run(["make", "--no-print-directory", "-f", str(REPO / makefile), *targets,
                            *(f"{k}={v}" for k, v in variables.items())],
                           capture_output=True, text=True, env=env, cwd=run.parent, timeout=600)
 
@@ -326,3 +326,32 @@ def test_the_arithmetic_demo_runs_rest_em(tmp_path):
     assert set(test) == {"bc", "g1-i1", "g2-i1", "control-more"}
     assert all(set(t["pass_at"]) == {"1", "4"} and set(t["majority"]) == {"4"} for t in test.values())
     assert "| test pass@1 | test pass@4 | test maj@4 |" in (run / "results.md").read_text()
+
+
+def test_losses_mk_compares_the_improve_losses_over_seeds(tmp_path):
+    """losses.mk, the paper's Figure 5: per seed a BC, one Grow step, BC G=1 I=0 on all of it, and one
+    Improve step per loss on the same filtered data, each from that seed's BC for the same steps."""
+    run = tmp_path / "run"
+    result = make(run, "losses", makefile="losses.mk", SEEDS="1 2", OBJECTIVES="nll gold bvmpo",
+                  I0_OBJECTIVES="nll rwnll")
+    assert result.returncode == 0, result.stderr[-3000:]
+    arms = ["nll-g0-i0", "nll-g1-i0", "rwnll-g1-i0", "nll-g1-i1", "gold-g1-i1", "bvmpo-g1-i1"]
+    for seed in (1, 2):
+        bc = run / f"s{seed}" / "nll-g0-i0"
+        for arm in arms[1:]:
+            assert (run / f"s{seed}" / arm / "config.json").exists()  # models stay, not make's intermediates
+            training = json.loads((run / f"s{seed}" / arm / "training.json").read_text())
+            assert training["parent"] == str(bc) and training["steps"] == 10, training
+            expected = "candidates" if arm.endswith("-i0") else "kept"
+            assert training["data"]["train"]["path"].endswith(f"s{seed}/g1/{expected}.jsonl.gz"), training
+            assert training["objective"] == arm.split("-")[0]
+        gold = json.loads((run / f"s{seed}" / "gold-g1-i1" / "training.json").read_text())
+        # A quarter of the 10 steps, rounded up.
+        assert gold["options"]["objective_options"] == ["sync_every=3"]
+    results = json.loads((run / "losses.json").read_text())
+    assert [arm["name"] for arm in results["arms"]] == arms
+    assert all(sorted(arm["seeds"]) == ["1", "2"] for arm in results["arms"])
+    table = (run / "losses.md").read_text()
+    assert "| BC G=0 I=0 | 2 |" in table and "| GOLD G=1 I=1 | 2 |" in table
+    assert table in result.stdout and (run / "losses.png").exists()
+    assert "== Seed 2: gold G=1 I=1, one Improve step by gold ==" in result.stdout

@@ -40,6 +40,10 @@ def test_the_defaults_of_rest_mk_pass():
     ("TASK", "maths", "TASK=maths: must be one of translation, arithmetic; got 'maths'"),
     ("IMPROVE_FROM", "bc", "IMPROVE_FROM=bc: must be one of previous, base; got 'bc'"),
     ("REWARD", "product(use,", "REWARD=product(use,: "),
+    ("OBJECTIVES", "nll glod", "OBJECTIVES=nll glod: must be some of "),
+    ("SEEDS", "1 2 1", "SEEDS=1 2 1: names a seed twice"),
+    ("SEEDS", "1 x", "SEEDS=1 x: must be a whole number, got 'x'"),
+    ("SEEDS", "", "SEEDS=: is empty"),
 ])
 def test_each_wrong_value_is_one_line_naming_the_variable(name, value, message):
     found = problems({**GOOD, name: value})
