@@ -39,8 +39,9 @@ def pad_batch(seqs: list[list[int]], device: torch.device | str | None = None) -
 
 def teacher_forcing(tgt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded targets y [B, T] -> (decoder input [BOS] + y, labels y + [EOS]), both [B, T+1]."""
-    bos = torch.full_like(tgt_ids[:, :1], BOS_ID)
-    pad = torch.full_like(tgt_ids[:, :1], PAD_ID)
+    # One column each, also when every target of the batch is empty (tgt_ids is [B, 0]).
+    bos = tgt_ids.new_full((len(tgt_ids), 1), BOS_ID)
+    pad = tgt_ids.new_full((len(tgt_ids), 1), PAD_ID)
     tgt_in = torch.cat([bos, tgt_ids], dim=1)
     labels = torch.cat([tgt_ids, pad], dim=1)
     lengths = tgt_ids.ne(PAD_ID).sum(dim=1)
