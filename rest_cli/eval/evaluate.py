@@ -15,12 +15,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import orjson
-
 from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.sampled import SampleMeasures
 from rest_cli.eval.significance import ALPHA, Outputs, paired_bootstrap
-from rest_cli.io.records import Record, RecordReader, iter_groups
+from rest_cli.io.records import Record, RecordReader, id_key, iter_groups
 from rest_cli.rewards import Reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats
 
@@ -153,7 +151,7 @@ def read_outputs(reader: RecordReader, like: list[Record] | None = None, like_na
     `like` (the outputs read from `like_name`), the records must be of the same sources, in order.
     """
     records: list[Record] = []
-    seen: set[bytes] = set()
+    seen: set[tuple[bool, str | int]] = set()
     for record in reader:
         if "id" in record and not _first_time(record["id"], seen):
             raise reader.fail(f"id {record['id']!r} appears again: without -m, rest eval takes one hyp "
@@ -169,7 +167,7 @@ def read_outputs(reader: RecordReader, like: list[Record] | None = None, like_na
 
 
 def _first_time(value, seen: set[bytes]) -> bool:
-    key = orjson.dumps(value)  # exactly as written: 1 and "1" are different ids
+    key = id_key(value)  # exactly as written: 1 and "1" are different ids
     if key in seen:
         return False
     seen.add(key)

@@ -120,6 +120,9 @@ def test_ungrouped_stream_is_reported_at_its_line(tmp_path):
 def test_string_and_integer_ids_are_different_sources(tmp_path):
     path = write_jsonl(tmp_path / "g.jsonl", [{"id": 1}, {"id": "1"}])
     assert len(list(grouped(path))) == 2
+    back = write_jsonl(tmp_path / "b.jsonl", [{"id": "1"}, {"id": 1}, {"id": "1"}])
+    with pytest.raises(InputError, match=r"b.jsonl:3: id '1' appears again"):
+        list(grouped(back))
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path):
