@@ -11,8 +11,8 @@ import rest_cli
 
 ROOT = Path(rest_cli.__file__).parent
 # Each top-level part of rest_cli and its level: a module imports from lower levels, or its own part.
-LEVEL = {"__init__": 0, "errors": 0, "io": 1, "models": 2, "rewards": 2, "select": 2,
-         "sampling": 3, "train": 3, "demo": 3, "eval": 4, "loop": 4, "cli": 5, "__main__": 6}
+LEVEL = {"__init__": 0, "errors": 0, "correlation": 0, "io": 1, "models": 2, "rewards": 2, "select": 2,
+         "sampling": 3, "train": 3, "demo": 3, "eval": 4, "loop": 4, "view": 5, "cli": 6, "__main__": 7}
 
 
 def module_name(path: Path) -> str:

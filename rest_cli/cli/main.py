@@ -20,17 +20,19 @@ from rest_cli.cli import (
     from_text,
     import_model,
     loop,
+    rate,
     rmcheck,
     sample,
     score,
+    view,
 )
 from rest_cli.cli.common import one_line
 from rest_cli.cli.help import ReadableHelp
 from rest_cli.errors import InputError, OutputError, RestError
 
 _ABOUT = ("Reinforced Self-Training (ReST) as JSONL tools. Grow: sample | score; Improve: filter | "
-          "finetune; measure: eval, bestofn, rmcheck; data: demo-data, from-text, import; the loop's "
-          "helpers: loop (rest.mk runs the whole algorithm).")
+          "finetune; measure: eval, bestofn, rmcheck; look and rate: view, rate; data: demo-data, from-text, "
+          "import; the loop's helpers: loop (rest.mk runs the whole algorithm).")
 app = typer.Typer(
     name="rest",
     help=_ABOUT,
@@ -50,6 +52,8 @@ app.command("rmcheck")(rmcheck.rmcheck)
 app.command("demo-data")(demo.demo_data)
 app.command("from-text")(from_text.from_text)
 app.command("import")(import_model.import_model)
+app.command("view")(view.view)
+app.command("rate")(rate.rate)
 app.add_typer(loop.app, name="loop")
 
 

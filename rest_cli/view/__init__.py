@@ -1,0 +1,1 @@
+"""Looking at the data and rating it: `rest view` and `rest rate` (docs/view.md)."""
