@@ -355,3 +355,28 @@ def test_losses_mk_compares_the_improve_losses_over_seeds(tmp_path):
     assert "| BC G=0 I=0 | 2 |" in table and "| GOLD G=1 I=1 | 2 |" in table
     assert table in result.stdout and (run / "losses.png").exists()
     assert "== Seed 2: gold G=1 I=1, one Improve step by gold ==" in result.stdout
+
+
+def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path):
+    """examples/multi30k/m30k.mk on six sentences: the splits converted, BC with early stopping."""
+    data = tmp_path / "m30k"
+    data.mkdir()
+    pairs = {"train": 24, "val": 6, "test_2016_flickr": 6}
+    for split, count in pairs.items():
+        (data / f"{split}.de").write_text("".join(f"Satz {k} hier.\n" for k in range(count)))
+        (data / f"{split}.en").write_text("".join(f"Sentence {k} here.\n" for k in range(count)))
+    run = tmp_path / "run"
+    variables = {"M30K": str(data), "RUN": str(run), "REST": f"{sys.executable} -m rest_cli",
+                 "MAX_STEPS": "6", "VALID_EVERY": "2",
+                 "BC_OPTS": "--preset tiny --vocab-size 60 --lr 1e-3 --batch-tokens 256"}
+    recipe = str(REPO / "examples/multi30k/m30k.mk")
+    result = subprocess.run(["make", "--no-print-directory", "-f", recipe, "bc", "data",
+                             *(f"{k}={v}" for k, v in variables.items())],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [len((run / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "valid", "test")] \
+        == [24, 6, 6]
+    training = json.loads((run / "bc" / "training.json").read_text())
+    assert training["options"]["patience"] == 3 and training["options"]["valid_every"] == 2
+    assert training["best_step"] is not None and training["steps"] <= 6
