@@ -97,6 +97,15 @@ def test_improve_data_of_mostly_references_is_flagged_and_named(tmp_path):
     assert "| **ReST G1 I1 (final)** |" in text and "| 100 (0% samples) |" in text
 
 
+def test_improve_data_shows_samples_and_references_with_their_mean_rewards(tmp_path):
+    _run_with_improve_data(tmp_path, 0.25, "g1/i1/model")
+    stats = tmp_path / "run" / "g1" / "i1" / "data.stats.json"
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "mean_reward_samples_out": 0.8123,
+                                 "mean_reward_references_out": 1.0}))
+    text = markdown(collect(tmp_path / "run", "numbers"))
+    assert "| 100 (75% samples, mean reward 0.81; references 1.00) |" in text
+
+
 def test_mostly_samples_is_not_flagged_and_a_final_bc_is(tmp_path):
     results = _run_with_improve_data(tmp_path, 0.3, "g0/model")
     assert results["final_policy"] == "bc"
