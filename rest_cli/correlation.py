@@ -31,9 +31,9 @@ def spearman(x, y) -> float:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0; tied values share the mean of their ranks."""
     order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values))
     ranks[order] = np.arange(len(values), dtype=np.float64)
-    for value in np.unique(values[np.diff(np.sort(values), prepend=np.nan) == 0]):
-        ranks[values == value] = ranks[values == value].mean()  # ties share their mean rank
-    return ranks
+    _, tie_group = np.unique(values, return_inverse=True)
+    return (np.bincount(tie_group, weights=ranks) / np.bincount(tie_group))[tie_group]
