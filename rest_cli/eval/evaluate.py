@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.sampled import SampleMeasures
-from rest_cli.eval.significance import ALPHA, Outputs, paired_bootstrap
+from rest_cli.eval.significance import ALPHA, MIN_SOURCES, Outputs, paired_bootstrap
 from rest_cli.io.records import Record, RecordReader, id_key, iter_groups
 from rest_cli.rewards import Reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats
@@ -36,6 +36,7 @@ def scored(candidates: Iterable[Record], reward: Reward) -> list[Record]:
 
 
 def mean_of(values: Sequence[float]) -> float:
+    """The mean, summed exactly (fsum); NaN for no values."""
     return math.fsum(values) / len(values) if values else math.nan
 
 
@@ -166,7 +167,7 @@ def read_outputs(reader: RecordReader, like: list[Record] | None = None, like_na
     return records
 
 
-def _first_time(value, seen: set[bytes]) -> bool:
+def _first_time(value, seen: set[tuple[bool, str | int]]) -> bool:
     key = id_key(value)  # exactly as written: 1 and "1" are different ids
     if key in seen:
         return False
@@ -239,10 +240,12 @@ def evaluate_samples(groups: list[list[Record]], rewards: Sequence[Reward], meas
 
 def with_significance(evaluations: list[Evaluation], resamples: int) -> list[dict]:
     """The results, each with its bootstrap estimates (`bootstrap`: 95% intervals, and p-values
-    against the first) when there are several to compare, each with one output per source."""
+    against the first) when there are several to compare, each with one output per source, and at
+    least MIN_SOURCES sources."""
     results = [e.result for e in evaluations]
     outputs = [e.outputs for e in evaluations]
-    if resamples < 1 or len(evaluations) < 2 or any(o is None for o in outputs):
+    if (resamples < 1 or len(evaluations) < 2 or any(o is None for o in outputs)
+            or len(outputs[0].hyps) < MIN_SOURCES):
         return results
     return [{**result, "bootstrap": estimates}
             for result, estimates in zip(results, paired_bootstrap(outputs, resamples))]

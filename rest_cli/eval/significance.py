@@ -11,9 +11,13 @@ mean is taken over each set, and
 - the p-value is sacrebleu's: the share of resamples whose absolute difference, centred on its
   bootstrap mean, exceeds the observed absolute difference ((count + 1) / (resamples + 1)). It
   says whether the two differ, not which is better: the delta's sign says that. One departure:
-  where the observed difference is exactly 0 (the same outputs, say), the p-value is 1, where
-  sacrebleu's rule gives its smallest value, 1 / (resamples + 1), since no resample's centred
-  difference exceeds 0.
+  where the observed difference is exactly 0, the p-value is 1. (For identical outputs sacrebleu's
+  rule gives its smallest value, 1 / (resamples + 1): every resampled difference is 0, and none
+  exceeds 0.)
+
+With `SACREBLEU_SEED=none` both draw fresh entropy: then the rewards' resamples and sacrebleu's
+are separate draws. Under MIN_SOURCES sources there is no test at all: with one source every
+resample is the same, and any difference would look certain.
 
 Every system is compared with the first, source by source, so all must be outputs of the same
 sources in the same order (rest eval checks that before measuring).
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RESAMPLES = 1000  # sacrebleu's default for --paired-bs
+MIN_SOURCES = 10  # fewer, and resampling says nothing: no intervals, no p-values
 ALPHA = 0.05  # the significance level the reward-hacking flag uses, as sacrebleu marks with "*"
 
 

@@ -101,7 +101,11 @@ def test_compare_two_files_of_outputs_flags_reward_hacking(tmp_path):
     assert row["reward_hacking_suspected"] and row["hacking_test"] == "threshold"
     assert result.stderr.splitlines()[-1] == (
         f"rest eval: reward hacking suspected for hyp of {hacked}: {row['why']}")
-    # By default the paired bootstrap decides: one better source of five is no significant rise.
+    # By default the paired bootstrap decides (given ten sources or more): one better source of ten
+    # is no significant rise.
+    refs = REFS * 2
+    near = outputs(tmp_path / "near10.jsonl", [ref.rsplit(" ", 1)[0] for ref in refs], refs)
+    hacked = outputs(tmp_path / "hacked10.jsonl", [refs[0]] + ["nothing"] * (len(refs) - 1), refs)
     tested = invoke(near, "--compare", hacked, "-r", "exact")
     report = orjson.loads(tested.stdout)
     (row,) = report["comparisons"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rest_cli.eval.evaluate import Evaluation, compare, outputs_of, with_significance
-from rest_cli.eval.significance import Outputs, corpus_estimates, reward_estimates
+from rest_cli.eval.significance import MIN_SOURCES, Outputs, corpus_estimates, reward_estimates
 from rest_cli.rewards import RewardOptions, build_reward
 
 WORDS = "a the cat dog sat on mat house red blue green small big old new".split()
@@ -119,12 +119,20 @@ def test_the_flag_fires_when_reward_rises_and_bleu_falls_both_significantly():
 
 
 def test_a_fall_within_noise_is_not_flagged_though_the_threshold_rule_would():
-    refs, base = corpus(4, 8, 0.3)
-    worse = ["house", "dog", *base[2:]]  # two short, wrong outputs: BLEU falls by over a point, on 8 sources
-    rewards = [0.5] * 8
-    systems = [(base, rewards), (worse, [0.5] * 7 + [0.6])]
+    refs, base = corpus(4, 12, 0.3)
+    worse = ["house", "dog", *base[2:]]  # two short, wrong outputs: BLEU falls by 2 points, on 12 sources
+    systems = [(base, [0.5] * 12), (worse, [0.5] * 11 + [0.6])]
     with_test = compare(with_significance(evaluations(systems, refs), 1000))[0]
     without = compare(with_significance(evaluations(systems, refs), 0))[0]
     assert without["bleu"] < -1 and without["reward_hacking_suspected"]  # the old rule
     assert with_test["bleu"] == without["bleu"] and not with_test["reward_hacking_suspected"]
     assert without["hacking_test"] == "threshold"
+
+
+def test_too_few_sources_get_no_test():
+    refs, base = corpus(5, MIN_SOURCES - 1, 0.3)
+    _, other = corpus(5, MIN_SOURCES - 1, 0.6)
+    systems = [(base, [0.5] * len(refs)), (other, [0.9] * len(refs))]
+    results = with_significance(evaluations(systems, refs), 1000)
+    assert all("bootstrap" not in result for result in results)
+    assert compare(results)[0]["hacking_test"] == "threshold"  # one source: any difference would look certain
