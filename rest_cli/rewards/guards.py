@@ -161,6 +161,14 @@ LANGID_PACKAGE = "py3langid"
 LANGUAGES = ("ar", "cs", "da", "de", "el", "en", "es", "fi", "fr", "hu", "it", "ja", "ko", "nl", "no", "pl",
              "pt", "ro", "ru", "sv", "tr", "zh")
 _LETTERS = re.compile(r"[^\W\d_]+")
+# Scripts written without spaces between words (Chinese, Japanese kana, Thai): each character
+# counts as a word, or a whole sentence would count as one.
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def word_count(text: str) -> int:
+    """Words of letters (digits and punctuation aside), a character of an unspaced script each."""
+    return len(_UNSPACED.findall(text)) + len(_LETTERS.findall(_UNSPACED.sub(" ", text)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,6 +205,7 @@ class LanguageGuard(Reward):
     An untranslated copy of the source, and output that drifted into a third language, get 0.
     Outputs with fewer than `min_words` words of letters are not judged and get 1: two words
     ("Man running") are too few to tell a language by, and a guard must leave right output alone.
+    In scripts without spaces (Chinese, Japanese, Thai) each character counts as a word.
     On Multi30k (validation and 2016 test, 2,014 pairs) every English reference passes and every
     German source is caught.
     """
@@ -215,7 +224,7 @@ class LanguageGuard(Reward):
         self.identifier = load_identifier(self.name, self.among)
 
     def _value(self, text: str) -> float:
-        if len(_LETTERS.findall(text)) < self.min_words:
+        if word_count(text) < self.min_words:
             return 1.0
         return 1.0 if self.identifier.classify(text)[0] == self.lang else 0.0
 

@@ -62,6 +62,15 @@ def test_lang_guard_exact_values(guard):
     assert values == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
 
 
+def test_lang_guard_judges_scripts_without_spaces(guard):
+    from rest_cli.rewards.guards import word_count
+
+    assert word_count("狗在公园里跑。") == 6 and word_count("The dog, 42 times!") == 3
+    assert guard.score([{"hyp": "狗在公园里跑。"}, {"hyp": "犬が公園を走っています。"}]) == [0.0, 0.0]
+    chinese = build_reward('lang-guard(lang="zh")')
+    assert chinese.score([{"hyp": "狗在公园里跑。"}, {"hyp": TRANSLATION}]) == [1.0, 0.0]
+
+
 def test_lang_guard_for_another_target_and_language_set(guard):
     german = build_reward('lang-guard(lang="de", among="de,en")')
     assert german.among == ("de", "en") and german.score([{"hyp": SRC}, {"hyp": TRANSLATION}]) == [1.0, 0.0]
