@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -65,10 +64,13 @@ def _serve(outputs: list[str], ratings: Path, host: str, port: int, skip_invalid
     name_a, outputs_a = read(outputs[0])
     name_b, outputs_b = read(outputs[1], outputs_a, name_a)
     store = RatingStore.create_or_open(ratings, items_of(outputs_a, outputs_b), (name_a, name_b))
-    serving = Serving(lambda hosts: rate_app(store, hosts), host, port)
-    print(serving.url, flush=True)
-    log("rate", f"serving {store.count()} items at {serving.url}; ratings go to {ratings}; Ctrl-C stops")
-    serving.run()
+    try:
+        serving = Serving(lambda hosts: rate_app(store, hosts), host, port)
+        print(serving.url, flush=True)
+        log("rate", f"serving {store.count()} items at {serving.url}; ratings go to {ratings}; Ctrl-C stops")
+        serving.run()
+    finally:
+        store.close()
     log("rate", "stopped")
 
 
@@ -77,20 +79,14 @@ def _report(ratings: Path, specs: list[str], plot: Optional[Path]) -> None:
 
     import orjson
 
-    from rest_cli.rewards import build_reward, score_records
     from rest_cli.view.rating import RatingStore
-    from rest_cli.view.rating_report import file_rewards, markdown, rated_outputs, report
+    from rest_cli.view.rating_report import Session, markdown, report
     from rest_cli.view.rating_report import plot as draw
 
-    store = RatingStore.open(ratings)
-    records, extra = rated_outputs(store.items(), store.ratings()), {}
-    with ExitStack() as stack:
-        for spec in specs:
-            scorer = stack.enter_context(build_reward(spec))
-            extra[spec] = [r["reward"] for r in score_records(({**r} for r in records), scorer)]
-    found = report(store, extra)
+    session = Session.load(RatingStore.open(ratings), specs)
+    found = report(session)
     print(markdown(found), file=sys.stderr)
     sys.stdout.buffer.write(orjson.dumps(found, option=orjson.OPT_INDENT_2) + b"\n")
     if plot:
-        draw(store, {**file_rewards(store.items(), store.ratings()), **extra}, plot)
+        draw(session, plot)
         log("rate", f"wrote {plot}")

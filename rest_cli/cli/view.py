@@ -10,8 +10,8 @@ import typer
 from rest_cli.cli.common import SkipInvalidOpt, handles_errors, log
 
 HostOpt = Annotated[str, typer.Option(
-    help="Address to serve on. The default is this machine only; another address lets others on the "
-         "network read the page.")]
+    help="Address to serve on. The default is this machine only; an address of this machine on a "
+         "network (not 0.0.0.0) lets others there open the page at that address.")]
 PortOpt = Annotated[int, typer.Option(help="Port to serve on; 0 takes a free one.")]
 
 

@@ -8,6 +8,8 @@ or gamma, or top-k): each source's candidates are listed best first, each marked
 
 from __future__ import annotations
 
+import functools
+
 from rest_cli.errors import UsageError
 from rest_cli.view.index import CandidateIndex
 from rest_cli.view.pages import (
@@ -22,10 +24,15 @@ from rest_cli.view.pages import (
 
 
 def view_app(index: CandidateIndex, title: str, hosts: list[str]):
+    """The Flask app of `rest view` over `index`, answering requests addressed to `hosts`."""
     from flask import render_template, request
 
     app = make_app(__name__, hosts)
     summary = index.summary()
+    # Whole-file figures read the whole index (seconds at a million candidates): once per filter
+    # or search, not on every page turn.
+    overall = functools.lru_cache(maxsize=32)(lambda spec: kept_overall(index, spec))
+    count = functools.lru_cache(maxsize=32)(index.count)
 
     @app.get("/")
     def browse():
@@ -42,11 +49,11 @@ def view_app(index: CandidateIndex, title: str, hosts: list[str]):
             kept = kept_rows(source["candidates"], source["id"], spec) if spec else set()
             for candidate in source["candidates"]:
                 candidate["kept"] = candidate["row"] in kept
-        matches = index.count(query)
+        matches = count(query)
         return render_template(
             "view.html", title=title, summary=summary, bars=histogram_bars(summary), sources=sources,
             query=query, kind=kind or "tau", value=value, kinds=FILTER_KINDS, problem=problem,
-            overall=kept_overall(index, spec) if spec else None, page=page, matches=matches,
+            overall=overall(spec) if spec else None, page=page, matches=matches,
             pages=max(1, -(-matches // PAGE_SIZE)))
 
     return app

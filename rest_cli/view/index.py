@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,13 @@ from pathlib import Path
 from rest_cli.errors import OutputError
 from rest_cli.io.records import Record, RecordReader, iter_groups
 
-FORMAT = 1  # of the database: an index of another format is rebuilt
+FORMAT = 2  # of the database: an index of another format is rebuilt
 BINS = 20  # reward histogram bins over [0, 1]
 _CHUNK = 5000  # rows per insert: memory stays flat whatever the file's size
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sources (no INTEGER PRIMARY KEY, id TEXT NOT NULL, src TEXT, ref TEXT, n INTEGER NOT NULL,
-                      best REAL NOT NULL, mean REAL NOT NULL, line INTEGER NOT NULL);
+                      best REAL NOT NULL, mean REAL NOT NULL);
 CREATE TABLE candidates (source INTEGER NOT NULL, k INTEGER NOT NULL, reward REAL NOT NULL, origin TEXT,
                          logprob REAL, hyp TEXT NOT NULL);
 """
@@ -89,8 +90,11 @@ def open_index(path: str | os.PathLike, folder: Path | None = None, progress: Pr
     target = index_path(source, folder)
     if target.exists():
         index = CandidateIndex(target)
-        if index.meta("stamp") == stamp:
-            return index
+        try:
+            if index.meta("stamp") == stamp:
+                return index
+        except sqlite3.DatabaseError:  # damaged, or not an index: ours to build again
+            pass
         index.close()
     build_index(source, target, stamp, progress, skip_invalid)
     return CandidateIndex(target)
@@ -124,7 +128,7 @@ def _fill(db: sqlite3.Connection, source: Path, progress: Progress | None, skip_
                           skip_invalid=skip_invalid, needed_by="rest view")
     tally, sources, candidates = _Tally(), [], []
     for group in iter_groups(reader, reader=reader):
-        sources.append(_source_row(tally.sources, group, reader.line))
+        sources.append(_source_row(tally.sources, group))
         for k, record in enumerate(group):
             tally.add(record)
             candidates.append((tally.sources, record.get("k", k), record["reward"], record.get("origin"),
@@ -138,16 +142,15 @@ def _fill(db: sqlite3.Connection, source: Path, progress: Progress | None, skip_
     return tally
 
 
-def _source_row(number: int, group: list[Record], line: int) -> tuple:
+def _source_row(number: int, group: list[Record]) -> tuple:
     first, rewards = group[0], [r["reward"] for r in group]
     src = first.get("src")
     ref = next((r["ref"] for r in group if "ref" in r), None)
-    return (number, json.dumps(first["id"]), src, ref, len(group), max(rewards), sum(rewards) / len(rewards),
-            line)
+    return (number, json.dumps(first["id"]), src, ref, len(group), max(rewards), sum(rewards) / len(rewards))
 
 
 def _flush(db: sqlite3.Connection, sources: list, candidates: list) -> None:
-    db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sources)
+    db.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)", sources)
     db.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?)", candidates)
     sources.clear()
     candidates.clear()
@@ -166,15 +169,24 @@ class CandidateIndex:
         # Read-only, opened by URI so that a missing file is an error, not a new empty database;
         # one connection per thread (the server answers requests on several).
         self._uri = f"{path.resolve().as_uri()}?mode=ro"
-        self._db = self._connect()
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
         db.row_factory = sqlite3.Row
+        self._opened.append(db)
         return db
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if not hasattr(self._local, "db"):
+            self._local.db = self._connect()
+        return self._local.db
+
     def close(self) -> None:
-        self._db.close()
+        for db in self._opened:
+            db.close()
 
     def meta(self, key: str):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -220,7 +232,7 @@ class CandidateIndex:
 
     def groups(self) -> Iterator[list[Record]]:
         """Every source's candidates as records, in file order, one source at a time (for filters)."""
-        cursor = self._connect().execute(
+        cursor = self._db.execute(
             "SELECT c.source, s.id, c.k, c.reward, c.origin, c.hyp FROM candidates c "
             "JOIN sources s ON s.no = c.source ORDER BY c.source, c.rowid")
         group: list[Record] = []

@@ -4,9 +4,10 @@ Flask (with Werkzeug and Jinja2) parses HTTP and renders the pages; Jinja2 escap
 template prints (autoescaping is on for .html templates), so the untrusted text of records
 (sources, references, model outputs) reaches the browser as text, never as markup. No route
 serves files: the pages are rendered from the index or the ratings database the command was
-given. Requests must name this server as their host (Flask's TRUSTED_HOSTS), which stops a web
-page elsewhere from reaching it through a DNS name pointed at 127.0.0.1; write requests must come
-from the server's own pages (their Origin header), or they are refused.
+given. Requests must name this server's host (Flask's TRUSTED_HOSTS; Werkzeug compares the name,
+not the port), which stops a web page elsewhere from reaching it through a DNS name pointed at
+127.0.0.1; write requests must come from the server's own pages (their Origin header, host and
+port), or they are refused.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any
 from rest_cli.errors import UsageError
 
 PAGE_SIZE = 20
+WILDCARDS = ("0.0.0.0", "::", "")  # addresses that accept a request for any host name
 FILTER_KINDS = ("tau", "percentile", "gamma", "top_k")
 
 
 def make_app(name: str, hosts: list[str]):
     """A Flask app that renders the package's templates, serves no static files and answers only
-    requests addressed to `hosts` (host:port strings)."""
+    requests addressed to `hosts` (host names or addresses)."""
     from flask import Flask
 
     app = Flask(name, static_folder=None, template_folder="templates")
@@ -91,12 +93,12 @@ class Serving:
 
         from werkzeug.serving import make_server
 
+        if host in WILDCARDS:
+            raise UsageError(f"--host {host} would answer to any name, which a page elsewhere can point at "
+                             f"this machine; give the address or name others will open the page at")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request on stderr
-        self._placeholder = []  # the hosts are known once the port is
-        self.server = make_server(host, port, _Deferred(self._placeholder), threaded=True)
+        self.server = make_server(host, port, app_for(trusted_names(host)), threaded=True)
         self.port = self.server.server_port
-        names = {host, "localhost", "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {host}
-        self._placeholder.append(app_for([f"{name}:{self.port}" for name in sorted(names)]))
         self.url = f"http://{host}:{self.port}/"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -119,11 +121,6 @@ class Serving:
         self._thread.join()
 
 
-class _Deferred:
-    """A WSGI app that calls the one put in its list later (the app needs the port the server got)."""
-
-    def __init__(self, holder: list):
-        self.holder = holder
-
-    def __call__(self, environ, start_response):
-        return self.holder[0](environ, start_response)
+def trusted_names(host: str) -> list[str]:
+    """The names a request may give as its host: this machine's two for 127.0.0.1, else `host` itself."""
+    return ["127.0.0.1", "localhost"] if host in ("127.0.0.1", "localhost") else [host]

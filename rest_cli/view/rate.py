@@ -14,6 +14,7 @@ from rest_cli.view.rating import SCORES, RatingStore, a_on_left
 
 
 def rate_app(store: RatingStore, hosts: list[str]):
+    """The Flask app of `rest rate` over `store`, answering requests addressed to `hosts`."""
     from flask import abort, redirect, render_template, request, url_for
 
     app = make_app(__name__, hosts)

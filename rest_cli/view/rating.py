@@ -4,10 +4,12 @@ mean score of the second system minus the first's).
 
 Everything lives in one SQLite file, the ratings database: the items (each source with the two
 outputs, copied in when the database is made, so a report needs nothing else) and every rating,
-written and synced to disk the moment it is given (write-ahead log, synchronous=FULL): a crash,
-a killed server or a closed tab loses nothing, and reopening resumes at the rater's first
-unrated item. Which output shows on the left is drawn per rater and item, and stays the same
-when the page is reloaded.
+written and synced into that file the moment it is saved (a rollback journal, not a write-ahead
+log, so that no committed rating waits in a second file; synchronous=FULL): a crash, a killed
+server or a closed tab loses nothing, and reopening resumes at the rater's first unrated item.
+The server answers requests on several threads; one lock keeps them to the connection one at a
+time (ratings come at the pace of people). Which output shows on the left is drawn per rater and
+item, and stays the same when the page is reloaded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -95,9 +98,10 @@ class RatingStore:
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.execute("PRAGMA synchronous=FULL")  # each commit reaches the disk before the page moves on
 
     @classmethod
@@ -133,44 +137,49 @@ class RatingStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     def meta(self, key: str):
-        row = self._db.execute("SELECT value FROM rest_ratings WHERE key = ?", (key,)).fetchone()
-        return json.loads(row["value"]) if row else None
+        rows = self._rows("SELECT value FROM rest_ratings WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else None
 
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        return self._rows("SELECT COUNT(*) FROM items")[0][0]
 
     def item(self, number: int) -> Item | None:
-        row = self._db.execute("SELECT * FROM items WHERE item = ?", (number,)).fetchone()
-        return None if row is None else Item(**{**dict(row), "id": json.loads(row["id"])})
+        rows = self._rows("SELECT * FROM items WHERE item = ?", (number,))
+        return Item(**{**dict(rows[0]), "id": json.loads(rows[0]["id"])}) if rows else None
 
     def items(self) -> list[Item]:
         return [Item(**{**dict(row), "id": json.loads(row["id"])})
-                for row in self._db.execute("SELECT * FROM items ORDER BY item")]
+                for row in self._rows("SELECT * FROM items ORDER BY item")]
 
     def next_unrated(self, rater: str) -> int | None:
-        row = self._db.execute("SELECT item FROM items WHERE item NOT IN "
-                               "(SELECT item FROM ratings WHERE rater = ?) ORDER BY item LIMIT 1",
-                               (rater,)).fetchone()
-        return None if row is None else row[0]
+        rows = self._rows("SELECT item FROM items WHERE item NOT IN "
+                          "(SELECT item FROM ratings WHERE rater = ?) ORDER BY item LIMIT 1", (rater,))
+        return rows[0][0] if rows else None
 
     def rated(self, rater: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM ratings WHERE rater = ?", (rater,)).fetchone()[0]
+        return self._rows("SELECT COUNT(*) FROM ratings WHERE rater = ?", (rater,))[0][0]
 
     def rating(self, rater: str, item: int) -> dict | None:
-        row = self._db.execute("SELECT * FROM ratings WHERE rater = ? AND item = ?", (rater, item)).fetchone()
-        return None if row is None else dict(row)
+        rows = self._rows("SELECT * FROM ratings WHERE rater = ? AND item = ?", (rater, item))
+        return dict(rows[0]) if rows else None
 
     def rate(self, rater: str, item: int, left: int, right: int) -> None:
         """Store a rating of the outputs as the rater saw them (left, right): durable on return."""
@@ -189,4 +198,4 @@ class RatingStore:
                               datetime.now(timezone.utc).isoformat(timespec="seconds")))
 
     def ratings(self) -> list[dict]:
-        return [dict(row) for row in self._db.execute("SELECT * FROM ratings ORDER BY item, rater")]
+        return [dict(row) for row in self._rows("SELECT * FROM ratings ORDER BY item, rater")]

@@ -18,12 +18,15 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rest_cli.correlation import kendall_tau, spearman
-from rest_cli.eval.significance import RESAMPLES, confidence, p_value, resample_indices
+from rest_cli.errors import UsageError
+from rest_cli.eval.significance import MIN_SOURCES, RESAMPLES, confidence, p_value, resample_indices
 from rest_cli.io.atomic import replacing_file
 from rest_cli.view.rating import Item, RatingStore
 
@@ -37,19 +40,78 @@ def _per_item(ratings: list[dict]) -> dict[int, tuple[float, float]]:
             for item, pairs in sorted(scores.items())}
 
 
-def human_eval_diff(ratings: list[dict], resamples: int = RESAMPLES) -> dict | None:
-    """B's mean human score minus A's over the rated items, with a bootstrap interval and p-value."""
-    per_item = _per_item(ratings)
+@dataclass
+class Session:
+    """What a ratings database holds, read once: items, ratings, each rated item's mean scores,
+    and each reward of the rated outputs (A's, then B's, in item order)."""
+
+    store: RatingStore
+    items: list[Item]
+    ratings: list[dict]
+    per_item: dict[int, tuple[float, float]]
+    rated: list[Item]
+    rewards: dict[str, list]
+
+    @classmethod
+    def load(cls, store: RatingStore, specs: Sequence[str] = ()) -> Session:
+        """The session, with the files' `reward` and each reward of `specs` scored now."""
+        items, ratings = store.items(), store.ratings()
+        per_item = _per_item(ratings)
+        rated = [i for i in items if i.item in per_item]
+        rewards = {**_file_rewards(rated), **score_outputs(rated, specs)}
+        return cls(store, items, ratings, per_item, rated, rewards)
+
+    def human_scores(self) -> list[float]:
+        """Each rated output's mean human score, A's then B's."""
+        return [self.per_item[i.item][0] for i in self.rated] + [self.per_item[i.item][1] for i in self.rated]
+
+
+def _outputs(rated: list[Item]) -> list[dict]:
+    """The rated outputs as records (A's, then B's), without the fields they lack."""
+    def record(item: Item, hyp: str) -> dict:
+        fields = {"id": item.id, "src": item.src, "ref": item.ref, "hyp": hyp}
+        return {key: value for key, value in fields.items() if value is not None}
+    return [record(i, i.hyp_a) for i in rated] + [record(i, i.hyp_b) for i in rated]
+
+
+def score_outputs(rated: list[Item], specs: Sequence[str]) -> dict[str, list[float]]:
+    """Each reward of `specs` over the rated outputs; a field a reward needs and they lack is one line."""
+    from rest_cli.rewards import build_reward, score_records
+
+    records, found = _outputs(rated), {}
+    with ExitStack() as stack:
+        for spec in specs:
+            reward = stack.enter_context(build_reward(spec))
+            missing = [f for f in reward.needs if any(f not in r for r in records)]
+            if missing:
+                raise UsageError(f"reward {spec!r} needs {', '.join(repr(f) for f in missing)}, which the "
+                                 f"rated outputs do not all have")
+            found[spec] = [r["reward"] for r in score_records(({**r} for r in records), reward)]
+    return found
+
+
+def _file_rewards(rated: list[Item]) -> dict[str, list]:
+    """The `reward` the outputs' files carried, per rated output (A's, then B's); none if absent."""
+    values = [i.reward_a for i in rated] + [i.reward_b for i in rated]
+    return {"reward (from the files)": values} if any(v is not None for v in values) else {}
+
+
+def human_eval_diff(per_item: dict[int, tuple[float, float]], resamples: int = RESAMPLES) -> dict | None:
+    """B's mean human score minus A's over the rated items, with a bootstrap interval and p-value
+    (none under MIN_SOURCES items: resampling so few says nothing)."""
     if not per_item:
         return None
     a = np.array([scores[0] for scores in per_item.values()])
     b = np.array([scores[1] for scores in per_item.values()])
+    observed = float(b.mean() - a.mean())
+    found = {"items": len(a), "mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": observed,
+             "diff_bootstrap_mean": None, "diff_ci": None, "p_value": None, "resamples": None}
+    if len(a) < MIN_SOURCES:
+        return found
     indices = resample_indices(len(a), resamples)
     resampled_a, resampled_b = a[indices].mean(axis=1), b[indices].mean(axis=1)
     diff_mean, diff_ci = confidence(resampled_b - resampled_a)
-    observed = float(b.mean() - a.mean())
-    return {"items": len(a), "mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": observed,
-            "diff_bootstrap_mean": diff_mean, "diff_ci": diff_ci,
+    return {**found, "diff_bootstrap_mean": diff_mean, "diff_ci": diff_ci,
             "p_value": p_value(resampled_a, resampled_b, observed), "resamples": resamples}
 
 
@@ -76,15 +138,10 @@ def _finite(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def reward_correlations(items: list[Item], ratings: list[dict], rewards: dict[str, Sequence[float]]) -> dict:
-    """Spearman and Kendall of the outputs' mean human scores against each reward of them.
-
-    `rewards[name]` holds a value per output of the rated items, A's then B's, in item order."""
-    per_item = _per_item(ratings)
-    human = [per_item[i.item][0] for i in items if i.item in per_item] + \
-            [per_item[i.item][1] for i in items if i.item in per_item]
-    found = {}
-    for name, values in rewards.items():
+def reward_correlations(session: Session) -> dict:
+    """Spearman and Kendall of the outputs' mean human scores against each reward of them."""
+    human, found = session.human_scores(), {}
+    for name, values in session.rewards.items():
         pairs = [(h, r) for h, r in zip(human, values) if r is not None]
         if len(pairs) < 2:
             continue
@@ -94,32 +151,15 @@ def reward_correlations(items: list[Item], ratings: list[dict], rewards: dict[st
     return found
 
 
-def rated_outputs(items: list[Item], ratings: list[dict]) -> list[dict]:
-    """The rated items' outputs as records (A's, then B's), to score with further rewards."""
-    rated = {r["item"] for r in ratings}
-    chosen = [i for i in items if i.item in rated]
-    return ([{"id": i.id, "src": i.src, "ref": i.ref, "hyp": i.hyp_a} for i in chosen]
-            + [{"id": i.id, "src": i.src, "ref": i.ref, "hyp": i.hyp_b} for i in chosen])
-
-
-def file_rewards(items: list[Item], ratings: list[dict]) -> dict[str, list]:
-    """The `reward` the outputs' files carried, per rated output (A's, then B's); none if absent."""
-    rated = {r["item"] for r in ratings}
-    chosen = [i for i in items if i.item in rated]
-    values = [i.reward_a for i in chosen] + [i.reward_b for i in chosen]
-    return {"reward (from the files)": values} if any(v is not None for v in values) else {}
-
-
-def report(store: RatingStore, extra_rewards: dict[str, Sequence[float]] | None = None,
-           resamples: int = RESAMPLES) -> dict:
-    items, ratings = store.items(), store.ratings()
-    rewards = {**file_rewards(items, ratings), **(extra_rewards or {})}
+def report(session: Session, resamples: int = RESAMPLES) -> dict:
+    """The session's figures as JSON: counts, the human eval diff, agreement, human against rewards."""
+    ratings = session.ratings
     raters = sorted({r["rater"] for r in ratings})
-    return {"ratings_file": str(store.path), "systems": store.meta("systems"), "items": len(items),
-            "ratings": len(ratings),
+    return {"ratings_file": str(session.store.path), "systems": session.store.meta("systems"),
+            "items": len(session.items), "ratings": len(ratings),
             "raters": {name: sum(r["rater"] == name for r in ratings) for name in raters},
-            "human_eval_diff": human_eval_diff(ratings, resamples), "agreement": rater_agreement(ratings),
-            "reward_correlations": reward_correlations(items, ratings, rewards)}
+            "human_eval_diff": human_eval_diff(session.per_item, resamples),
+            "agreement": rater_agreement(ratings), "reward_correlations": reward_correlations(session)}
 
 
 def markdown(found: dict) -> str:
@@ -128,10 +168,13 @@ def markdown(found: dict) -> str:
              f"{found['ratings']} ratings of {found['items']} items by {len(found['raters'])} rater(s): "
              + ", ".join(f"{name} {count}" for name, count in found["raters"].items()), ""]
     diff = found["human_eval_diff"]
-    if diff:
+    if diff and diff["p_value"] is not None:
         lines += [f"Human eval diff (B − A, 0-6 scale): **{diff['diff']:+.3f}** ± {diff['diff_ci']:.3f} "
                   f"(95% bootstrap interval, {diff['items']} items; p = {diff['p_value']:.4f}); "
                   f"mean A {diff['mean_a']:.3f}, mean B {diff['mean_b']:.3f}.", ""]
+    elif diff:
+        lines += [f"Human eval diff (B − A, 0-6 scale): **{diff['diff']:+.3f}** on {diff['items']} items, "
+                  f"too few for an interval (at least {MIN_SOURCES}).", ""]
     if found["agreement"]:
         lines += ["| raters | common items | Spearman | Kendall | same score | mean abs. difference |",
                   "|---|---:|---:|---:|---:|---:|"]
@@ -150,7 +193,7 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def plot(store: RatingStore, rewards: dict[str, Sequence[float]], path: Path) -> None:
+def plot(session: Session, path: Path) -> None:
     """The paper's Figures 9 and 10: how often each score was given to each system, and each reward
     against the human score (one box per score)."""
     import matplotlib
@@ -158,8 +201,8 @@ def plot(store: RatingStore, rewards: dict[str, Sequence[float]], path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items, ratings = store.items(), store.ratings()
-    a_name, b_name = store.meta("systems")
+    ratings, rewards = session.ratings, session.rewards
+    a_name, b_name = session.store.meta("systems")
     panels = 1 + len(rewards)
     figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
     scale = np.arange(7)
@@ -169,9 +212,7 @@ def plot(store: RatingStore, rewards: dict[str, Sequence[float]], path: Path) ->
     axes[0][0].bar(scale + 0.2, counts_b, width=0.4, color="#6a51a3", label=f"B: {b_name}")
     axes[0][0].set(title="Human scores", xlabel="score (0-6)", ylabel="ratings", xticks=scale)
     axes[0][0].legend(fontsize="small")
-    per_item = _per_item(ratings)
-    human = [round(per_item[i.item][0]) for i in items if i.item in per_item] + \
-            [round(per_item[i.item][1]) for i in items if i.item in per_item]
+    human = [round(score) for score in session.human_scores()]
     for axis, (name, values) in zip(axes[0][1:], rewards.items()):
         groups = [[v for h, v in zip(human, values) if h == s and v is not None] for s in scale]
         axis.boxplot(groups, positions=scale)

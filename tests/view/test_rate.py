@@ -5,10 +5,11 @@ import sqlite3
 
 import pytest
 
+from rest_cli.correlation import spearman
 from rest_cli.errors import InputError, UsageError
 from rest_cli.view.rate import rate_app
 from rest_cli.view.rating import RatingStore, a_on_left, items_of
-from rest_cli.view.rating_report import human_eval_diff, markdown, rater_agreement, report
+from rest_cli.view.rating_report import Session, _per_item, human_eval_diff, markdown, rater_agreement, report
 from tests.helpers import rest, write_jsonl
 
 ORIGIN = {"Origin": "http://localhost"}
@@ -115,12 +116,21 @@ def test_all_rated_says_so(store):
 
 def test_the_human_eval_diff_and_its_interval():
     ratings = [{"rater": "ann", "item": k, "score_a": 3, "score_b": 4 + k % 2} for k in range(200)]
-    diff = human_eval_diff(ratings)
+    diff = human_eval_diff(_per_item(ratings))
     assert diff["diff"] == pytest.approx(1.5) and diff["p_value"] == pytest.approx(1 / 1001)
     # The per-item difference is 1 or 2 (sd 0.5): the interval's half-width is about 1.96 * 0.5 / sqrt(200).
     assert diff["diff_ci"] == pytest.approx(1.96 * 0.5 / 200 ** 0.5, abs=0.015)
-    same = human_eval_diff([{"rater": "ann", "item": k, "score_a": 3, "score_b": 3} for k in range(20)])
+    def diff_of(count, a, b):
+        return human_eval_diff(_per_item([{"rater": "ann", "item": k, "score_a": a, "score_b": b}
+                                          for k in range(count)]))
+
+    same = diff_of(20, 3, 3)
     assert same["diff"] == 0 and same["p_value"] == 1.0
+    few = diff_of(9, 3, 5)
+    assert few["diff"] == 2 and few["p_value"] is None and few["diff_ci"] is None  # too few items to resample
+    assert "too few for an interval" in markdown({"systems": ["a", "b"], "ratings": 9, "items": 9,
+                                                  "raters": {"ann": 9}, "human_eval_diff": few,
+                                                  "agreement": [], "reward_correlations": {}})
 
 
 def test_agreement_between_raters():
@@ -134,15 +144,46 @@ def test_agreement_between_raters():
 
 
 def test_the_report_correlates_human_scores_with_rewards(store):
-    for k in range(12):
-        store.rate("ann", k, 2, 2) if a_on_left("ann", k) else store.rate("ann", k, 5, 5)
-    found = report(store, {"length": [float(k) for k in range(24)]})
+    for k in range(12):  # A gets 2 where it shows on the left, 5 elsewhere; B the other way round
+        store.rate("ann", k, 2, 5)
+    session = Session.load(store, ["exact"])
+    found = report(session)
     assert found["ratings"] == 12 and found["raters"] == {"ann": 12}
-    assert set(found["reward_correlations"]) == {"reward (from the files)", "length"}
-    # The files' rewards are 0.5 for every A and 0.7 for every B: as the human scores of A and B are
-    # not constant, the rank correlation is defined.
-    assert found["reward_correlations"]["length"]["outputs"] == 24
+    human = session.human_scores()  # A's, then B's
+    assert human == [2.0 if a_on_left("ann", k) else 5.0 for k in range(12)] + \
+        [5.0 if a_on_left("ann", k) else 2.0 for k in range(12)]
+    # The files' rewards: 0.5 for every A, 0.7 for every B. `exact` (hyp against ref) is 0 for all:
+    # a constant has no ranking.
+    files = found["reward_correlations"]["reward (from the files)"]
+    assert files["outputs"] == 24
+    assert files["spearman"] == pytest.approx(spearman(human, [0.5] * 12 + [0.7] * 12))
+    assert session.rewards["exact"] == [0.0] * 24
+    assert found["reward_correlations"]["exact"]["spearman"] is None
     assert "Human eval diff (B − A, 0-6 scale)" in markdown(found)
+
+
+def test_a_reward_needing_a_field_the_outputs_lack_is_one_line(tmp_path):
+    a = [{"id": k, "src": f"quelle {k}", "hyp": f"A {k}"} for k in range(3)]
+    b = [{"id": k, "src": f"quelle {k}", "hyp": f"B {k}"} for k in range(3)]
+    store = RatingStore.create_or_open(tmp_path / "r.sqlite", items_of(a, b), ("a", "b"))
+    store.rate("ann", 0, 1, 2)
+    with pytest.raises(UsageError, match="reward 'chrf' needs 'ref', which the rated outputs do not"):
+        Session.load(store, ["chrf"])
+
+
+def test_two_raters_at_once_lose_nothing(store):
+    import threading
+
+    def rate_all(rater):
+        for k in range(12):
+            store.rate(rater, k, k % 7, 6 - k % 7)
+
+    threads = [threading.Thread(target=rate_all, args=(name,)) for name in ("ann", "bob", "eve")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store.ratings()) == 36 and {store.rated(name) for name in ("ann", "bob", "eve")} == {12}
 
 
 @pytest.mark.subprocess

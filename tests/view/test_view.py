@@ -129,11 +129,32 @@ def test_search_and_pages(index):
 
 
 def test_only_its_own_host_and_no_files_are_served(index):
-    web = client(index)
+    app = view_app(index, "c.jsonl", ["localhost"])
+    web = app.test_client()
     assert web.get("/", headers={"Host": "attacker.example"}).status_code == 400  # DNS rebinding
+    assert [rule.rule for rule in app.url_map.iter_rules()] == ["/"]  # no static files, no file route
     assert web.get("/static/view.html").status_code == 404
-    assert web.get("/../../etc/passwd").status_code == 404
     assert web.post("/").status_code == 405  # the view writes nothing
+
+
+def test_the_server_answers_its_own_names_only_and_refuses_wildcards(index):
+    import http.client
+
+    from rest_cli.errors import UsageError
+    from rest_cli.view.pages import Serving
+
+    serving = Serving(lambda hosts: view_app(index, "c.jsonl", hosts)).start()
+    try:
+        for host, status in ((f"127.0.0.1:{serving.port}", 200), (f"localhost:{serving.port}", 200),
+                             (f"rebound.example:{serving.port}", 400)):
+            connection = http.client.HTTPConnection("127.0.0.1", serving.port, timeout=10)
+            connection.request("GET", "/", headers={"Host": host})
+            assert connection.getresponse().status == status, host
+            connection.close()
+    finally:
+        serving.stop()
+    with pytest.raises(UsageError, match="--host 0.0.0.0 would answer to any name"):
+        Serving(lambda hosts: view_app(index, "c.jsonl", hosts), "0.0.0.0")
 
 
 @pytest.mark.subprocess
