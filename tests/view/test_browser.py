@@ -46,12 +46,16 @@ def browser():
 
 
 class Server:
-    """`rest ARGS` serving a page in a child process; its address is the first line it prints."""
+    """`rest ARGS` serving a page in a child process; its address is the first line it prints.
+    Every server a test starts is killed when the test ends, however it ends (`servers` fixture)."""
+
+    started: list = []
 
     def __init__(self, *args, env=None):
         self.process = subprocess.Popen([sys.executable, "-m", "rest_cli", *args], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, cwd=REPO,
                                         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+        Server.started.append(self.process)
         self.url = self.process.stdout.readline().strip()
         assert self.url.startswith("http://127.0.0.1:"), self.process.stderr.read()
 
@@ -60,8 +64,20 @@ class Server:
         self.process.wait(timeout=10)
 
     def stop(self):
-        self.process.send_signal(signal.SIGINT)
+        # SIGTERM, as a service manager stops it: SIGINT may be ignored where the tests run (a shell
+        # starts background jobs with SIGINT ignored, and Python then keeps it so).
+        self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(timeout=10) == 0
+
+
+@pytest.fixture(autouse=True)
+def servers():
+    yield
+    while Server.started:
+        process = Server.started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def screenshot(browser, name):
