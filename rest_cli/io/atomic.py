@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -141,6 +142,36 @@ def _replacing(path: Path) -> Iterator[IO[bytes]]:
         # first error is the one reported and the temporary file still goes.
         with contextlib.suppress(OSError, ValueError):
             handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _sync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def built_database(path: str | os.PathLike, replace: bool = True) -> Iterator[sqlite3.Connection]:
+    """An SQLite database to fill, which becomes `path` when the block ends well (its last commit
+    synced): renamed over it, or with `replace=False` linked in place only if `path` does not
+    exist by then (the one there is left as it is). Built under this module's temporary name, so
+    that what a killed writer left is removed by the next build of the same file."""
+    path = Path(path)
+    try:
+        descriptor, tmp = _temporary_name(path)
+        os.close(descriptor)
+    except OSError as err:
+        raise cannot_write(path, err) from None
+    try:
+        with contextlib.closing(sqlite3.connect(tmp)) as db:
+            yield db
+            db.commit()
+        try:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+        except OSError as err:
+            raise cannot_write(path, err) from None
+    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     _sync_folder(path.parent)

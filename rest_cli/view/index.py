@@ -17,13 +17,13 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rest_cli.errors import OutputError
+from rest_cli.io.atomic import built_database
 from rest_cli.io.records import Record, RecordReader, iter_groups
 
 FORMAT = 2  # of the database: an index of another format is rebuilt
@@ -105,22 +105,14 @@ def build_index(source: Path, target: Path, stamp: dict, progress: Progress | No
     """Read `source` once into a new database, renamed over `target` when complete."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(descriptor)
     except OSError as err:
         raise OutputError(f"{target.parent}: cannot write the index there ({err.strerror})") from None
-    try:
-        with contextlib.closing(sqlite3.connect(temporary)) as db:
-            db.executescript(_SCHEMA)
-            tally = _fill(db, source, progress, skip_invalid)
-            db.execute("CREATE INDEX candidates_by_source ON candidates (source)")
-            db.executemany("INSERT INTO meta VALUES (?, ?)",
-                           [("stamp", json.dumps(stamp)), ("summary", json.dumps(tally.as_json()))])
-            db.commit()
-        os.replace(temporary, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    with built_database(target) as db:
+        db.executescript(_SCHEMA)
+        tally = _fill(db, source, progress, skip_invalid)
+        db.execute("CREATE INDEX candidates_by_source ON candidates (source)")
+        db.executemany("INSERT INTO meta VALUES (?, ?)",
+                       [("stamp", json.dumps(stamp)), ("summary", json.dumps(tally.as_json()))])
 
 
 def _fill(db: sqlite3.Connection, source: Path, progress: Progress | None, skip_invalid: bool) -> _Tally:
@@ -166,81 +158,82 @@ class CandidateIndex:
 
     def __init__(self, path: Path):
         self.path = path
-        # Read-only, opened by URI so that a missing file is an error, not a new empty database;
-        # one connection per thread (the server answers requests on several).
+        # Read-only, opened by URI so that a missing file is an error, not a new empty database.
+        # The server answers each request on a thread of its own: one connection, one query at a
+        # time, each read whole (a page is small); a whole-file pass opens its own (`groups`).
         self._uri = f"{path.resolve().as_uri()}?mode=ro"
-        self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
         db.row_factory = sqlite3.Row
-        self._opened.append(db)
         return db
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if not hasattr(self._local, "db"):
-            self._local.db = self._connect()
-        return self._local.db
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        for db in self._opened:
-            db.close()
+        with self._lock:
+            self._db.close()
 
     def meta(self, key: str):
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row["value"]) if row else None
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else None
 
     def summary(self) -> dict:
         return self.meta("summary")
 
-    def matching(self, query: str = "") -> Iterator[int]:
-        """Numbers of the sources whose source, reference or any candidate holds `query` (all without)."""
+    @staticmethod
+    def _matching_sql(query: str) -> tuple[str, tuple]:
+        """The numbers of the sources whose source, reference or any candidate holds `query`, in order."""
         if not query:
-            sql, args = "SELECT no FROM sources ORDER BY no", ()
-        else:
-            pattern = _like(query)
-            sql = ("SELECT no FROM sources WHERE src LIKE ?1 ESCAPE '\\' OR ref LIKE ?1 ESCAPE '\\' "
-                   "UNION SELECT source FROM candidates WHERE hyp LIKE ?1 ESCAPE '\\' ORDER BY 1")
-            args = (pattern,)
-        for row in self._db.execute(sql, args):
-            yield row[0]
+            return "SELECT no FROM sources ORDER BY no", ()
+        return ("SELECT no FROM sources WHERE src LIKE ?1 ESCAPE '\\' OR ref LIKE ?1 ESCAPE '\\' "
+                "UNION SELECT source FROM candidates WHERE hyp LIKE ?1 ESCAPE '\\' ORDER BY 1",
+                (_like(query),))
+
+    def matching(self, query: str = "") -> list[int]:
+        """Numbers of the sources whose source, reference or any candidate holds `query` (all without)."""
+        return [row[0] for row in self._rows(*self._matching_sql(query))]
 
     def count(self, query: str = "") -> int:
         if not query:
             return self.summary()["sources"]
-        return sum(1 for _ in self.matching(query))
+        sql, args = self._matching_sql(query)
+        return self._rows(f"SELECT COUNT(*) FROM ({sql})", args)[0][0]
 
     def page(self, query: str = "", offset: int = 0, size: int = 20) -> list[dict]:
         """Up to `size` sources from the `offset`-th match on, each with its candidates, best first."""
-        numbers = []
-        for position, number in enumerate(self.matching(query)):
-            if position >= offset + size:
-                break
-            if position >= offset:
-                numbers.append(number)
+        sql, args = self._matching_sql(query)
+        numbers = [row[0] for row in self._rows(f"{sql} LIMIT {int(size)} OFFSET {int(offset)}", args)]
         return [self.source(number) for number in numbers]
 
     def source(self, number: int) -> dict:
-        row = self._db.execute("SELECT * FROM sources WHERE no = ?", (number,)).fetchone()
-        candidates = [dict(c) for c in self._db.execute(
+        row = self._rows("SELECT * FROM sources WHERE no = ?", (number,))[0]
+        candidates = [dict(c) for c in self._rows(
             "SELECT rowid AS row, k, reward, origin, logprob, hyp FROM candidates WHERE source = ? "
             "ORDER BY reward DESC, k", (number,))]
         return {"no": row["no"], "id": json.loads(row["id"]), "src": row["src"], "ref": row["ref"],
                 "n": row["n"], "best": row["best"], "mean": row["mean"], "candidates": candidates}
 
     def groups(self) -> Iterator[list[Record]]:
-        """Every source's candidates as records, in file order, one source at a time (for filters)."""
-        cursor = self._db.execute(
-            "SELECT c.source, s.id, c.k, c.reward, c.origin, c.hyp FROM candidates c "
-            "JOIN sources s ON s.no = c.source ORDER BY c.source, c.rowid")
-        group: list[Record] = []
-        for source, id_json, k, reward, origin, hyp in cursor:
-            if group and group[0]["_source"] != source:
-                yield group
-                group = []
-            group.append({"_source": source, "id": json.loads(id_json), "k": k, "reward": reward,
-                          "hyp": hyp, **({"origin": origin} if origin else {})})
-        if group:
+        """Every source's candidates as records, in file order, one source at a time (for filters),
+        through a connection of its own, closed at the end."""
+        with contextlib.closing(self._connect()) as db:
+            yield from _groups(db)
+
+
+def _groups(db: sqlite3.Connection) -> Iterator[list[Record]]:
+    cursor = db.execute("SELECT c.source, s.id, c.k, c.reward, c.origin, c.hyp FROM candidates c "
+                        "JOIN sources s ON s.no = c.source ORDER BY c.source, c.rowid")
+    group: list[Record] = []
+    for source, id_json, k, reward, origin, hyp in cursor:
+        if group and group[0]["_source"] != source:
             yield group
+            group = []
+        group.append({"_source": source, "id": json.loads(id_json), "k": k, "reward": reward,
+                      "hyp": hyp, **({"origin": origin} if origin else {})})
+    if group:
+        yield group

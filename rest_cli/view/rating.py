@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rest_cli.errors import InputError, UsageError
+from rest_cli.io.atomic import built_database
 from rest_cli.io.records import Record
 from rest_cli.io.shards import derived_seed
 
@@ -69,22 +68,14 @@ def _digest(items: list[Item]) -> str:
 def _create(path: Path, items: list[Item], systems: tuple[str, str]) -> None:
     """A new ratings database at `path`, made whole under a temporary name, then linked into place
     (never over a file that appeared there meanwhile)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(descriptor)
-    try:
-        with contextlib.closing(sqlite3.connect(temporary)) as db:
-            db.executescript(_SCHEMA)
-            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(i.item, json.dumps(i.id), i.src, i.ref, i.hyp_a, i.hyp_b, i.reward_a, i.reward_b)
-                            for i in items])
-            db.executemany("INSERT INTO rest_ratings VALUES (?, ?)", [
-                ("format", json.dumps(FORMAT)), ("items", json.dumps(_digest(items))),
-                ("systems", json.dumps(list(systems)))])
-            db.commit()
-        with contextlib.suppress(FileExistsError):  # made meanwhile: open() checks whose it is
-            os.link(temporary, path)
-    finally:
-        os.unlink(temporary)
+    with built_database(path, replace=False) as db:  # one made meanwhile stays: open() checks whose it is
+        db.executescript(_SCHEMA)
+        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(i.item, json.dumps(i.id), i.src, i.ref, i.hyp_a, i.hyp_b, i.reward_a, i.reward_b)
+                        for i in items])
+        db.executemany("INSERT INTO rest_ratings VALUES (?, ?)", [
+            ("format", json.dumps(FORMAT)), ("items", json.dumps(_digest(items))),
+            ("systems", json.dumps(list(systems)))])
 
 
 def a_on_left(rater: str, item: int) -> bool:
