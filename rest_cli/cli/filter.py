@@ -34,6 +34,12 @@ def filter(
     seed: Annotated[Optional[int], typer.Option(
         help="Seed of the --max-per-source draw (default 0); each source's draw depends only on it "
              "and the source's id.")] = None,
+    references: Annotated[str, typer.Option(
+        "--references", metavar="MODE",
+        help="References mixed in by rest sample --include-ref: 'filter' judges them as candidates "
+             "(default), 'keep' always keeps them and leaves them out of the per-source thresholds "
+             "(for a reward that scores a reference 1.0 against itself, as chrF does), 'drop' "
+             "removes them.")] = "filter",
     output: OutputOpt = "-",
     stats_path: Annotated[Optional[str], typer.Option(
         "--stats", metavar="FILE",
@@ -49,7 +55,7 @@ def filter(
         raise UsageError("--seed: the seed of the --max-per-source draw; without --max-per-source "
                          "rest filter draws nothing")
     spec = FilterSpec(tau=tau, percentile=percentile, gamma=gamma, top_k=top_k, dedup=dedup,
-                      max_per_source=max_per_source, seed=seed or 0)
+                      max_per_source=max_per_source, seed=seed or 0, references=references)
     reader = RecordReader(input, required=spec.fields(), skip_invalid=skip_invalid)
     stats = FilterStats()
     with RecordWriter(output) as writer:

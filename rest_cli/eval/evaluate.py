@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from rest_cli.errors import InputError, UsageError
 from rest_cli.eval.sampled import SampleMeasures
 from rest_cli.eval.significance import ALPHA, MIN_SOURCES, Outputs, paired_bootstrap
-from rest_cli.io.records import Record, RecordReader, id_key, iter_groups
+from rest_cli.io.records import Record, RecordReader, id_key, is_reference, iter_groups
 from rest_cli.rewards import Reward, score_records
 from rest_cli.sampling import DecodeOptions, EngineOptions, Sampler, SampleStats
 
@@ -226,7 +226,7 @@ def evaluate_samples(groups: list[list[Record]], rewards: Sequence[Reward], meas
     and are left out. No corpus BLEU or chrF: several outputs of a source would weigh its
     reference several times.
     """
-    sources = [[r for r in group if r.get("origin") != "ref"] for group in groups]
+    sources = [[r for r in group if not is_reference(r)] for group in groups]
     for group, samples in zip(groups, sources):
         measures.check_samples(len(samples), f"source {group[0]['id']!r} of {name}")  # before scoring
     samples = [r for group in sources for r in group]

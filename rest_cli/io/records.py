@@ -227,6 +227,12 @@ class RecordReader:
         return InputError(self.name, self.line, message)
 
 
+def is_reference(record: Record) -> bool:
+    """Whether a candidate is a reference mixed in by `rest sample --include-ref` (`origin: ref`),
+    not one of the policy's samples."""
+    return record.get("origin") == "ref"
+
+
 def id_key(value: str | int) -> tuple[bool, str | int]:
     """An id as a set holds it: exactly, with 1 and "1" apart. Not its JSON from orjson, whose bytes
     each keep a 4 KiB buffer: a set of a million ids held 4 GiB."""

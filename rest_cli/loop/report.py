@@ -80,7 +80,8 @@ def warnings(results: dict) -> list[str]:
             found.append(f"{display_name(row['policy'])} trained on data that is "
                          f"{100 * data['reference_share']:.0f}% references ({data['references_out']:,} of "
                          f"{data['records_out']:,}): mostly behaviour cloning again; sample more candidates "
-                         f"per source (N) or filter per source (FILTER=percentile)")
+                         f"per source (N) and filter per source (FILTER=percentile) with "
+                         f"FILTER_OPTS=\"--references keep\"")
     if results.get("final_policy") == BC:
         found.append("the final policy is BC: no Improve step raised the validation reward, so ReST "
                      "changed nothing")

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from rest_cli.errors import RestError
-from rest_cli.io.records import Record
+from rest_cli.io.records import Record, is_reference
 
 
 def best_of_group(group: list[Record]) -> Record:
@@ -63,7 +63,7 @@ def best_of_n_curve(groups: Iterable[list[Record]], sizes: list[int]) -> dict:
     totals = dict.fromkeys(sizes, 0.0)
     sources = 0
     for group in groups:
-        rewards = [r["reward"] for r in group if r.get("origin") != "ref"]
+        rewards = [r["reward"] for r in group if not is_reference(r)]
         if len(rewards) < max(sizes):
             raise RestError(f"source {group[0].get('id')!r} has {len(rewards)} samples, "
                             f"fewer than {max(sizes)}")

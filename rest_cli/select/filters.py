@@ -14,8 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rest_cli.errors import UsageError
-from rest_cli.io.records import Record, RecordReader, iter_groups
+from rest_cli.io.records import Record, RecordReader, is_reference, iter_groups
 from rest_cli.io.shards import derived_seed
+
+# What a filter does with the references `rest sample --include-ref` mixes in (`origin: ref`):
+# `filter` judges them as candidates (ReST's equation 3: the original data must pass the threshold
+# too); `keep` always keeps them and leaves them out of every per-source figure, so that a
+# reference-based reward (chrF of a reference against itself is 1.0) does not set the bar its own
+# source's samples must reach; `drop` trains on the policy's samples only.
+REFERENCE_MODES = ("filter", "keep", "drop")
 
 
 @dataclass(frozen=True)
@@ -32,17 +39,20 @@ class FilterSpec:
     dedup: bool = False
     max_per_source: int | None = None  # keep at most this many of the source, drawn at random (ReST-EM)
     seed: int = 0                     # of the draw; each source's own seed comes from it and its id
+    references: str = "filter"        # one of REFERENCE_MODES
 
     def __post_init__(self):
+        if self.references not in REFERENCE_MODES:
+            raise UsageError(f"--references must be one of {', '.join(REFERENCE_MODES)}, got {self.references!r}")
         _check_range("--tau", self.tau, 0.0, 1.0)
         _check_range("--percentile", self.percentile, 0.0, 100.0)
         _check_range("--gamma", self.gamma, 0.0, 1.0)
         for option, value in (("--top-k", self.top_k), ("--max-per-source", self.max_per_source)):
             if value is not None and value < 1:
                 raise UsageError(f"{option} must be at least 1, got {value}")
-        if not (self.per_source or self.tau is not None):
-            raise UsageError("give a filter: --tau, --percentile, --gamma, --top-k, --dedup or "
-                             "--max-per-source")
+        if not (self.per_source or self.tau is not None or self.references == "drop"):
+            raise UsageError("give a filter: --tau, --percentile, --gamma, --top-k, --dedup, "
+                             "--max-per-source or --references drop")
 
     @property
     def per_source(self) -> bool:
@@ -101,6 +111,21 @@ def random_subset(group: list[Record], k: int, seed: int) -> list[Record]:
 
 def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
     """Apply `spec` to the candidates of one source; order is kept."""
+    if spec.references == "filter":
+        return _filter_candidates(group, spec)
+    refs = [r for r in group if is_reference(r)]
+    samples = [r for r in group if not is_reference(r)]
+    if spec.references == "drop":
+        return _filter_candidates(samples, spec)
+    if spec.dedup:  # a sample that repeats its reference would train on the reference twice
+        samples = [r for r in samples if r["hyp"] not in {ref["hyp"] for ref in refs}]
+    kept = {id(r) for r in refs} | {id(r) for r in _filter_candidates(samples, spec)}
+    return [r for r in group if id(r) in kept]
+
+
+def _filter_candidates(group: list[Record], spec: FilterSpec) -> list[Record]:
+    if not group:
+        return []
     if spec.dedup:
         group = dedup_hypotheses(group)
     rewards = [r["reward"] for r in group]
@@ -155,8 +180,8 @@ class FilterStats:
         self.empty_sources += not kept
         self.reward_in += math.fsum(r["reward"] for r in group)
         self.reward_out += math.fsum(r["reward"] for r in kept)
-        self.refs_in += sum(r.get("origin") == "ref" for r in group)
-        kept_refs = [r["reward"] for r in kept if r.get("origin") == "ref"]
+        self.refs_in += sum(is_reference(r) for r in group)
+        kept_refs = [r["reward"] for r in kept if is_reference(r)]
         self.refs_out += len(kept_refs)
         self.ref_reward_out += math.fsum(kept_refs)
 
@@ -186,7 +211,8 @@ class FilterStats:
             return None
         return (f"references are {100 * self.reference_share:.0f}% of the kept records: training on them "
                 f"is mostly more behaviour cloning, not learning from the policy's own samples; sample more "
-                f"candidates per source (N), or filter per source (--percentile, --gamma)")
+                f"candidates per source (N) and filter per source (--percentile, --gamma) with --references keep, "
+                f"which keeps each reference without letting it set its samples' bar")
 
     def as_dict(self) -> dict:
         """The counts and means, for `rest filter --stats` (and the loop's report)."""
@@ -209,12 +235,14 @@ def _mean(total: float, count: int) -> str:
     return f"{total / count:.4f}" if count else "-"
 
 
-def _filter_by_tau(reader: RecordReader, tau: float, stats: FilterStats) -> Iterator[Record]:
-    """The global threshold, record by record in constant memory (the hot path of Improve).
+def _filter_by_tau(reader: RecordReader, spec: FilterSpec, stats: FilterStats) -> Iterator[Record]:
+    """The global threshold (and what to do with references), record by record in constant
+    memory (the hot path of Improve).
 
     Sources are counted as runs of consecutive equal ids, for the summary only: an ungrouped
     stream is filtered correctly and merely counted loosely.
     """
+    tau = -math.inf if spec.tau is None else spec.tau
     source, kept_in_source = _NO_ID, True
     for record in reader:
         reward = record["reward"]
@@ -223,11 +251,11 @@ def _filter_by_tau(reader: RecordReader, tau: float, stats: FilterStats) -> Iter
             stats.sources += 1
             stats.empty_sources += not kept_in_source
             source, kept_in_source = record_id, False
-        is_ref = record.get("origin") == "ref"
+        is_ref = is_reference(record)
         stats.records_in += 1
         stats.reward_in += reward
         stats.refs_in += is_ref
-        if reward > tau:
+        if _passes_tau(is_ref, reward, tau, spec.references):
             kept_in_source = True
             stats.records_out += 1
             stats.reward_out += reward
@@ -241,10 +269,16 @@ def _filter_by_tau(reader: RecordReader, tau: float, stats: FilterStats) -> Iter
 _NO_ID = object()
 
 
+def _passes_tau(is_ref: bool, reward: float, tau: float, references: str) -> bool:
+    if is_ref and references != "filter":
+        return references == "keep"
+    return reward > tau
+
+
 def filter_records(reader: RecordReader, spec: FilterSpec, stats: FilterStats) -> Iterator[Record]:
     """Stream the records of `reader` that pass `spec`, counting into `stats`."""
     if not spec.per_source:
-        yield from _filter_by_tau(reader, spec.tau, stats)
+        yield from _filter_by_tau(reader, spec, stats)
         return
     for group in iter_groups(reader, reader=reader):
         kept = filter_group(group, spec)

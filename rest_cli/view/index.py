@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rest_cli.errors import OutputError
 from rest_cli.io.atomic import built_database
-from rest_cli.io.records import Record, RecordReader, iter_groups
+from rest_cli.io.records import Record, RecordReader, is_reference, iter_groups
 
 FORMAT = 2  # of the database: an index of another format is rebuilt
 BINS = 20  # reward histogram bins over [0, 1]
@@ -70,7 +70,7 @@ class _Tally:
         self.histograms = {"sample": [0] * BINS, "ref": [0] * BINS}
 
     def add(self, record: Record) -> None:
-        kind = "ref" if record.get("origin") == "ref" else "sample"
+        kind = "ref" if is_reference(record) else "sample"
         self.histograms[kind][min(int(record["reward"] * BINS), BINS - 1)] += 1
         self.candidates += 1
         self.references += kind == "ref"

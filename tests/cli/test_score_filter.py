@@ -133,3 +133,16 @@ def test_help_does_not_import_torch_or_ctranslate2():
             "assert not {'torch', 'ctranslate2'} & set(sys.modules), sorted(sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
     assert rest("--help").returncode == 0 and rest("filter", "--help").returncode == 0
+
+
+@pytest.mark.subprocess
+def test_references_option_keeps_references_out_of_the_percentile(tmp_path):
+    records = [{"id": "s", "hyp": f"h{k}", "reward": r, "origin": "sample"} for k, r in enumerate([0.2, 0.4, 0.6, 0.8])]
+    records.append({"id": "s", "hyp": "ref", "reward": 1.0, "origin": "ref"})
+    scored = write_jsonl(tmp_path / "scored.jsonl", records)
+    kept = rest("filter", "--percentile", "50", "--references", "keep", str(scored))
+    assert kept.returncode == 0, kept.stderr
+    assert [r["hyp"] for r in read_jsonl(kept.stdout)] == ["h2", "h3", "ref"]
+    assert b"2 samples (66.7%" in kept.stderr
+    wrong = rest("filter", "--percentile", "50", "--references", "never", str(scored))
+    assert wrong.returncode != 0 and b"--references must be one of filter, keep, drop" in wrong.stderr

@@ -66,6 +66,8 @@ def test_criteria_combine():
 @pytest.mark.parametrize("spec, message", [
     ({}, "give a filter"), ({"tau": 1.5}, "--tau"), ({"percentile": -1}, "--percentile"),
     ({"gamma": 2}, "--gamma"), ({"top_k": 0}, "--top-k"), ({"max_per_source": 0}, "--max-per-source"),
+    ({"tau": 0.5, "references": "ignore"}, "--references must be one of filter, keep, drop"),
+    ({"references": "keep"}, "give a filter"),
 ])
 def test_bad_specs_are_usage_errors(spec, message):
     with pytest.raises(UsageError, match=message):
@@ -170,6 +172,58 @@ def test_a_stream_without_references_has_no_origin_figures(tmp_path):
                                      required=["reward"]), FilterSpec(tau=0.5), stats))
     assert stats.reference_share is None and stats.references_warning() is None
     assert "samples" not in stats.summary()
+
+
+def _source_with_reference(*sample_rewards, ref_reward=1.0):
+    return ([{"id": "s", "k": k, "hyp": f"h{k}", "reward": r, "origin": "sample"} for k, r in enumerate(sample_rewards)]
+            + [{"id": "s", "k": len(sample_rewards), "hyp": "ref", "reward": ref_reward, "origin": "ref"}])
+
+
+def test_references_filtered_set_the_per_source_bar_their_samples_must_reach():
+    # chrF scores a reference 1.0 against itself: judged as a candidate, it lifts the 75th
+    # percentile above every sample but the best.
+    assert kept_ks(_source_with_reference(0.2, 0.4, 0.6, 0.8), percentile=75) == [3, 4]
+
+
+def test_references_kept_are_left_out_of_the_per_source_threshold_and_always_kept():
+    source = _source_with_reference(0.2, 0.4, 0.6, 0.8, ref_reward=0.1)
+    assert kept_ks(source, percentile=50, references="keep") == [2, 3, 4]  # median of samples: 0.5
+    assert kept_ks(source, gamma=1.0, references="keep") == [3, 4]        # the best sample, not the ref
+    assert kept_ks(source, top_k=1, references="keep") == [3, 4]
+    assert kept_ks(source, max_per_source=1, references="keep", seed=3)[-1] == 4
+    assert kept_ks(source, tau=0.5, references="keep") == [2, 3, 4]      # a weak reference stays
+
+
+def test_references_dropped_leave_only_the_samples_that_pass():
+    source = _source_with_reference(0.2, 0.4, 0.6, 0.8)
+    assert kept_ks(source, percentile=50, references="drop") == [2, 3]
+    assert kept_ks(source, tau=0.5, references="drop") == [2, 3]
+    assert kept_ks(_source_with_reference(), percentile=50, references="drop") == []
+
+
+def test_kept_references_are_not_trained_on_twice_under_dedup():
+    source = _source_with_reference(0.9, 0.7)
+    source[0]["hyp"] = "ref"  # the policy sampled its reference word for word
+    assert kept_ks(source, dedup=True, references="keep") == [1, 2]
+    assert kept_ks(source, dedup=True) == [0, 1]  # judged as a candidate, the first of the two stays
+
+
+@pytest.mark.parametrize("references, kept_hyps", [
+    ("filter", ["a0", "a-ref", "b-ref"]), ("keep", ["a0", "a-ref", "b-ref"]), ("drop", ["a0"])])
+def test_the_streamed_tau_filter_treats_references_as_asked(tmp_path, references, kept_hyps):
+    records = _with_references([("a", [0.9, 0.1]), ("b", [0.2])])
+    records[-1]["reward"] = 0.3 if references == "keep" else 1.0  # kept although below tau
+    stats = FilterStats()
+    reader = RecordReader(str(write_jsonl(tmp_path / "x.jsonl", records)), required=["reward"])
+    kept = list(filter_records(reader, FilterSpec(tau=0.5, references=references), stats))
+    assert [r["hyp"] for r in kept] == kept_hyps
+    assert (stats.refs_in, stats.refs_out) == (2, kept_hyps.count("a-ref") + kept_hyps.count("b-ref"))
+
+
+def test_references_dropped_alone_is_a_filter(tmp_path):
+    reader = RecordReader(str(write_jsonl(tmp_path / "x.jsonl", _with_references([("a", [0.1])]))),
+                          required=["reward"])
+    assert [r["hyp"] for r in filter_records(reader, FilterSpec(references="drop"), FilterStats())] == ["a0"]
 
 
 rewards = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=12)
