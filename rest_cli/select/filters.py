@@ -43,7 +43,8 @@ class FilterSpec:
 
     def __post_init__(self):
         if self.references not in REFERENCE_MODES:
-            raise UsageError(f"--references must be one of {', '.join(REFERENCE_MODES)}, got {self.references!r}")
+            raise UsageError(f"--references must be one of {', '.join(REFERENCE_MODES)}, "
+                             f"got {self.references!r}")
         _check_range("--tau", self.tau, 0.0, 1.0)
         _check_range("--percentile", self.percentile, 0.0, 100.0)
         _check_range("--gamma", self.gamma, 0.0, 1.0)
@@ -211,8 +212,8 @@ class FilterStats:
             return None
         return (f"references are {100 * self.reference_share:.0f}% of the kept records: training on them "
                 f"is mostly more behaviour cloning, not learning from the policy's own samples; sample more "
-                f"candidates per source (N) and filter per source (--percentile, --gamma) with --references keep, "
-                f"which keeps each reference without letting it set its samples' bar")
+                f"candidates per source (N) and filter per source (--percentile, --gamma) with "
+                f"--references keep, which keeps each reference without letting it set its samples' bar")
 
     def as_dict(self) -> dict:
         """The counts and means, for `rest filter --stats` (and the loop's report)."""

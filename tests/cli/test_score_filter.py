@@ -137,7 +137,8 @@ def test_help_does_not_import_torch_or_ctranslate2():
 
 @pytest.mark.subprocess
 def test_references_option_keeps_references_out_of_the_percentile(tmp_path):
-    records = [{"id": "s", "hyp": f"h{k}", "reward": r, "origin": "sample"} for k, r in enumerate([0.2, 0.4, 0.6, 0.8])]
+    records = [{"id": "s", "hyp": f"h{k}", "reward": r, "origin": "sample"}
+               for k, r in enumerate([0.2, 0.4, 0.6, 0.8])]
     records.append({"id": "s", "hyp": "ref", "reward": 1.0, "origin": "ref"})
     scored = write_jsonl(tmp_path / "scored.jsonl", records)
     kept = rest("filter", "--percentile", "50", "--references", "keep", str(scored))

@@ -175,7 +175,8 @@ def test_a_stream_without_references_has_no_origin_figures(tmp_path):
 
 
 def _source_with_reference(*sample_rewards, ref_reward=1.0):
-    return ([{"id": "s", "k": k, "hyp": f"h{k}", "reward": r, "origin": "sample"} for k, r in enumerate(sample_rewards)]
+    return ([{"id": "s", "k": k, "hyp": f"h{k}", "reward": r, "origin": "sample"}
+             for k, r in enumerate(sample_rewards)]
             + [{"id": "s", "k": len(sample_rewards), "hyp": "ref", "reward": ref_reward, "origin": "ref"}])
 
 
