@@ -28,7 +28,7 @@
 # PWD, so the checkout's Makefile passes USER_DIR down.)
 USER_DIR ?= $(or $(PWD),$(CURDIR))
 from_user = $(foreach p,$(1),$(if $(filter /%,$(p)),$(p),$(abspath $(USER_DIR)/$(p))))
-$(foreach v,RUN TRAIN VALID TEST INIT,$(if $(filter command line environment,$(origin $(v))),\
+$(foreach v,RUN TRAIN VALID TEST INIT BC,$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $(call from_user,$($(v))))))
 
 REST ?= rest
@@ -88,6 +88,10 @@ DEMO_OPTS ?= --train 4000 --valid 300 --test 300
 # samples from a policy that has seen the task, as the paper's BC has.
 INIT ?=
 IMPORT_OPTS ?=
+# A BC you have already trained (a policy directory, e.g. one trained until its validation loss
+# stopped falling: examples/multi30k/m30k.mk): copied in as Grow 0's policy instead of training
+# one, so INIT and BC_OPTS do not apply.
+BC ?=
 BC_OPTS ?= $(if $(INIT),--steps 200 --lr 5e-5,--preset demo --vocab-size 400 --steps 800 --lr 1e-3)
 # On a machine other work shares, add --threads 1: torch's threads slow down 2-6x when they
 # compete for cores (docs/benchmarks.md); rest finetune says so when it sees the machine busy.
@@ -122,8 +126,11 @@ qv = '$(subst ','\'',$(1)=$($(1)))'
 ifneq ($(and $(USES_DEMO),$(GIVEN_DATA)),)
 $(error rest.mk: give TRAIN, VALID and TEST together (or none of them, for the demo); given: $(GIVEN_DATA))
 endif
+ifneq ($(and $(BC),$(INIT)),)
+$(error rest.mk: give INIT (a model BC fine-tunes) or BC (a trained BC to start from), not both)
+endif
 SETTINGS := TASK G I N IMPROVE_STEPS IMPROVE_FROM CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS \
-  BON_N CONTROLS REWARD OBJECTIVE $(if $(INIT),INIT) $(MORE_SETTINGS)
+  BON_N CONTROLS REWARD OBJECTIVE $(if $(INIT),INIT) $(if $(BC),BC) $(MORE_SETTINGS)
 CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
   $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
 ifneq ($(CHECKED),)
@@ -188,11 +195,19 @@ $(RUN)/init/config.json: $(if $(DEMO_BASE),$(DEMO_SPLITS))
 	$(call heading,Import: $(or $(INIT),$(DEMO_BASE)) as a policy)
 	$(REST) import $(or $(INIT),$(DEMO_BASE)) -o $(RUN)/init $(IMPORT_OPTS)
 
-# G=0: behaviour cloning on the original data (from INIT, when given).
+# G=0: behaviour cloning on the original data (from INIT, when given), or the BC given, copied
+# (through a temporary name, so that an interrupted copy is never taken for a model).
+ifneq ($(BC),)
+$(RUN)/g0/model/config.json: $(BC)/config.json
+	$(call heading,BC (Grow 0): $(BC)$(comma) trained already)
+	@mkdir -p $(RUN)/g0 && rm -rf $(RUN)/g0/model.tmp && cp -R -H $(BC) $(RUN)/g0/model.tmp && \
+	  rm -rf $(RUN)/g0/model && mv $(RUN)/g0/model.tmp $(RUN)/g0/model && touch $@
+else
 $(RUN)/g0/model/config.json: $(TRAIN_JSONL) $(VALID_JSONL) $(if $(START),$(START)/config.json)
 	$(call heading,BC (Grow 0): behaviour cloning on $(TRAIN_JSONL)$(if $(START), from $(START)))
 	$(FINETUNE) $(TRAIN_JSONL) --valid $(VALID_JSONL) $(if $(START),--init $(START)) $(BC_OPTS) $(FINETUNE_OPTS) \
 	  --output $(RUN)/g0/model
+endif
 $(RUN)/g0/valid.json: $(RUN)/g0/model/config.json
 	@$(call eval_to,-m $(RUN)/g0/model $(EVAL_OPTS) $(VALID_JSONL),$@)
 $(RUN)/g0/policy: $(RUN)/g0/valid.json

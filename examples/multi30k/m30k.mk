@@ -1,7 +1,9 @@
 # Multi30k German-English (../shared/data/multi30k-de-en, or M30K=DIR): a BC trained until its
-# validation loss stops falling, the start of the real-data ReST runs (docs/results.md).
+# validation loss stops falling, then ReST from it under two rewards (docs/results.md).
 #
 #   make -f examples/multi30k/m30k.mk bc          from the checkout, with rest on PATH or REST=...
+#   make -f examples/multi30k/m30k.mk rest-chrf   ReST with chrF against the references
+#   make -f examples/multi30k/m30k.mk rest-free   ReST with a reference-free reward (FREE_REWARD)
 #
 # The BC is rest's `demo` Transformer (2+2 layers, d 128) with a 4,000-piece vocabulary, the size
 # this 2-core machine trains in about an hour; validation every VALID_EVERY steps, stopping after
@@ -18,10 +20,32 @@ PATIENCE ?= 3
 BC_OPTS ?= --preset demo --vocab-size 4000 --lr 1e-3 --warmup 400 --batch-tokens 4096
 FINETUNE_OPTS ?=
 
+# ReST from that BC: rest.mk (beside the checkout's root) with BC=RUN/bc, in RUN/chrf and RUN/free,
+# both controls. N samples per source, filtered per source by percentile over the samples alone,
+# each reference kept (FILTER_OPTS): with chrF a reference scores 1.0 against itself and would
+# otherwise set its samples' bar, and global thresholds left the Improve data mostly references.
+# The reference-free reward is slow (about 200 sentences/s on 2 cores), so its Grow steps sample
+# the first FREE_SOURCES training sources (0: all). More rest.mk variables: LOOP_VARS='I=2 ...'.
+REST_MK ?= $(dir $(lastword $(MAKEFILE_LIST)))../../rest.mk
+G ?= 2
+I ?= 4
+N ?= 8
+SCHEDULE ?= 50 75 90 90
+LRS ?= 1e-4 7e-5 5e-5 3e-5
+IMPROVE_STEPS ?= 500
+# The converged control may train as long as every Improve step together.
+CONTROL_MAX_STEPS ?= $(shell echo $$(( $(G) * $(I) * $(IMPROVE_STEPS) )))
+FILTER_OPTS ?= --dedup --references keep
+CHRF_REWARD ?= chrf
+FREE_REWARD ?= product(use, copy-guard, repeat-guard, length-guard, lang-guard)
+FREE_SOURCES ?= 6000
+LOOP_VARS ?=
+LENGTH := --max-length 80
+
 SHELL := bash
 .SHELLFLAGS := -o pipefail -c
 .DELETE_ON_ERROR:
-.PHONY: bc data
+.PHONY: bc data rest-chrf rest-free
 
 data: $(RUN)/data/train.jsonl $(RUN)/data/valid.jsonl $(RUN)/data/test.jsonl
 $(RUN)/data/train.jsonl: $(M30K)/train.de $(M30K)/train.en
@@ -36,3 +60,21 @@ $(RUN)/bc/config.json: $(RUN)/data/train.jsonl $(RUN)/data/valid.jsonl
 	$(REST) finetune $< --valid $(RUN)/data/valid.jsonl $(BC_OPTS) --steps $(MAX_STEPS) \
 	  --valid-every $(VALID_EVERY) --patience $(PATIENCE) --checkpoint-every $$(( $(VALID_EVERY) / 2 )) \
 	  --log-every 500 $(FINETUNE_OPTS) --output $(@D)
+
+$(RUN)/data/train-first$(FREE_SOURCES).jsonl: $(RUN)/data/train.jsonl
+	head -n $(FREE_SOURCES) $< > $@.tmp && mv $@.tmp $@
+FREE_TRAIN := $(if $(filter 0,$(FREE_SOURCES)),$(RUN)/data/train.jsonl,$(RUN)/data/train-first$(FREE_SOURCES).jsonl)
+
+# One ReST run from the converged BC: $(1) the run's name, $(2) the variable holding its reward
+# (a reward spec may hold commas, which $(call) would split at), $(3) its training data.
+rest_from_bc = $(MAKE) --no-print-directory -f $(REST_MK) rest REST='$(REST)' RUN=$(RUN)/$(1) BC=$(RUN)/bc \
+  TRAIN=$(3) VALID=$(RUN)/data/valid.jsonl TEST=$(RUN)/data/test.jsonl REWARD='$(subst ','\'',$($(2)))' \
+  G=$(G) I=$(I) N=$(N) FILTER=percentile SCHEDULE='$(SCHEDULE)' FILTER_OPTS='$(FILTER_OPTS)' \
+  LRS='$(LRS)' IMPROVE_STEPS=$(IMPROVE_STEPS) FINETUNE_OPTS='--batch-tokens 4096 $(FINETUNE_OPTS)' \
+  SAMPLE_OPTS='--temperature 0.8 $(LENGTH)' EVAL_OPTS='$(LENGTH)' TEST_OPTS='$(LENGTH) --sample 4' \
+  CONTROL_MAX_STEPS=$(CONTROL_MAX_STEPS) BON_N=1,2,4,8 $(LOOP_VARS)
+
+rest-chrf: $(RUN)/bc/config.json data
+	$(call rest_from_bc,chrf,CHRF_REWARD,$(RUN)/data/train.jsonl)
+rest-free: $(RUN)/bc/config.json data $(FREE_TRAIN)
+	$(call rest_from_bc,free,FREE_REWARD,$(FREE_TRAIN))

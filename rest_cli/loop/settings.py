@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rest_cli.errors import UsageError
+from rest_cli.errors import RestError, UsageError
+from rest_cli.models.modeldir import check_model_dir
 from rest_cli.train.objectives import objective_names  # the registry alone: no torch
 
 FILTER_KINDS = ("tau", "percentile", "gamma")
@@ -114,6 +115,15 @@ def check_start(value: str) -> None:
                          f"(no {Path(value) / 'config.json'})")
 
 
+def check_trained_policy(value: str) -> None:
+    """BC: a policy directory to start Grow 1 from (rest's own format: it is not trained further)."""
+    try:
+        check_model_dir(value)
+    except RestError as err:
+        raise ValueError(f"must be a policy directory that rest finetune or rest import wrote: "
+                         f"{err}") from None
+
+
 # What each variable must be; checks that read one value take it, the others the whole settings.
 _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     **{name: (lambda value, least=1: _whole(value, least)) for name in WHOLE_AT_LEAST_1},
@@ -124,6 +134,7 @@ _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     "OBJECTIVES": check_one_of(tuple(objective_names()), many=True), "SEEDS": check_seeds,
     "I0_OBJECTIVES": check_one_of(tuple(objective_names()), many=True),
     "TRAIN": check_data_files, "VALID": check_data_files, "TEST": check_data_files, "INIT": check_start,
+    "BC": check_trained_policy,
 }
 _SETTINGS_CHECKS: dict[str, Callable[[dict[str, str]], None]] = {
     "SCHEDULE": check_schedule, "LRS": check_lrs, "BON_N": check_curve,

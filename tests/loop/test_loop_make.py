@@ -228,6 +228,11 @@ def test_bad_settings_fail_in_seconds_before_any_work(tmp_path):
     assert not run.exists()  # not even the demo data was made
 
 
+def test_init_and_a_trained_bc_together_are_refused(tmp_path):
+    result = make(tmp_path / "run", "rest", INIT=str(tmp_path), BC=str(tmp_path))
+    assert result.returncode == 2 and "give INIT (a model BC fine-tunes) or BC" in result.stderr
+
+
 def test_data_given_in_part_is_refused(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"src": "a", "ref": "b"}\n')
     result = make(tmp_path / "run", "rest", TRAIN=str(tmp_path / "train.jsonl"))
@@ -380,3 +385,21 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
     training = json.loads((run / "bc" / "training.json").read_text())
     assert training["options"]["patience"] == 3 and training["options"]["valid_every"] == 2
     assert training["best_step"] is not None and training["steps"] <= 6
+
+    # ReST from that BC (BC= in rest.mk: copied in, not trained again), references kept beside
+    # the samples that pass each source's percentile.
+    loop = {"G": "1", "I": "1", "N": "4", "IMPROVE_STEPS": "2", "SCHEDULE": "50", "LRS": "1e-4",
+            "LOOP_VARS": "CONTROL_PATIENCE=1 BON_N=1,2"}
+    result = subprocess.run(["make", "--no-print-directory", "-f", recipe, "rest-chrf",
+                             *(f"{k}={v}" for k, v in {**variables, **loop}.items())],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"== BC (Grow 0): {run / 'bc'}, trained already ==" in result.stdout
+    assert (run / "chrf" / "g0" / "model" / "training.json").read_bytes() == \
+        (run / "bc" / "training.json").read_bytes()
+    results = json.loads((run / "chrf" / "results.json").read_text())
+    assert [s["policy"] for s in results["steps"]] == ["bc", "g1-i1"]
+    data = results["steps"][1]["improve_data"]
+    assert data["references_out"] == 24 and data["samples_out"] > 0
+    assert sorted(c["policy"] for c in results["controls"]) == ["control-converged", "control-more"]

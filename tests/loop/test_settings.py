@@ -73,6 +73,16 @@ def test_init_is_a_folder_with_a_config(tmp_path):
     assert problems({"INIT": str(tmp_path)}) == []
 
 
+def test_bc_is_a_policy_directory_rest_wrote(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # enough for INIT (an import reads it), not for BC
+    [problem] = problems({"BC": str(tmp_path)})
+    assert problem.startswith(f"BC={tmp_path}: must be a policy directory that rest finetune or rest "
+                              f"import wrote: {tmp_path / 'config.json'}: format None version None")
+    assert problems({"BC": str(tmp_path / "none")}) == [
+        f"BC={tmp_path / 'none'}: must be a policy directory that rest finetune or rest import wrote: "
+        f"{tmp_path / 'none'}: no such model directory"]
+
+
 def test_every_problem_is_reported_at_once():
     with pytest.raises(UsageError) as caught:
         check({**GOOD, "G": "0", "N": "0", "FILTER": "best"})
