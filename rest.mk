@@ -108,6 +108,9 @@ CONTROL_PATIENCE ?= 2
 # Control arms to train and report (CONTROLS= skips them: they take about half the demo's time).
 CONTROLS ?= converged more
 SHARDS ?= 1
+# Seeds every fine-tune (initialisation, batches, dropout) and the Grow steps' samples (Grow g
+# samples with seed g + 1000 * SEED): SEED=1, 2, 3 repeat a run with other random draws.
+SEED ?= 0
 LAUNCH ?=
 FINETUNE_LAUNCH ?=
 
@@ -129,7 +132,7 @@ endif
 ifneq ($(and $(BC),$(INIT)),)
 $(error rest.mk: give INIT (a model BC fine-tunes) or BC (a trained BC to start from), not both)
 endif
-SETTINGS := TASK G I N IMPROVE_STEPS IMPROVE_FROM CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS \
+SETTINGS := TASK G I N SEED IMPROVE_STEPS IMPROVE_FROM CONTROL_MAX_STEPS CONTROL_PATIENCE SHARDS FILTER SCHEDULE LRS \
   BON_N CONTROLS REWARD OBJECTIVE $(if $(INIT),INIT) $(if $(BC),BC) $(MORE_SETTINGS)
 CHECKED := $(shell out=$$($(REST) loop check $(foreach v,$(SETTINGS) $(if $(GIVEN_DATA),TRAIN VALID TEST),\
   $(call qv,$(v))) 2>&1) || echo "$${out:-$(REST) loop check failed}")
@@ -146,7 +149,8 @@ GROWS := $(shell seq 1 $(G))
 IMPROVES := $(shell seq 1 $(I))
 STEPS := $(foreach g,$(GROWS),$(foreach i,$(IMPROVES),g$(g)-i$(i)))
 SHARD_IDS := $(shell seq 1 $(SHARDS))
-FINETUNE := $(strip $(FINETUNE_LAUNCH) $(REST) finetune)
+FINETUNE := $(strip $(FINETUNE_LAUNCH) $(REST) finetune --seed $(SEED))
+grow_seed = $(shell echo $$(( $(1) + 1000 * $(SEED) )))
 minus1 = $(shell echo $$(($(1) - 1)))
 # The model a validation report measured: the policy of that step. (Used inside $(eval): $$$$ becomes $.)
 model_of = $$$$($(REST) loop best -r $(R) $(1))
@@ -220,7 +224,7 @@ $(RUN)/g$(1)/shard-%.jsonl.gz: $(RUN)/g$(call minus1,$(1))/policy $(TRAIN_JSONL)
 	@mkdir -p $$(@D)
 	$(call heading,Grow $(1)$(if $(filter-out 1,$(SHARDS)), (shard $$*/$(SHARDS))): $(N) samples per source \
 	  from the policy of Grow $(call minus1,$(1)) and the references$(comma) scored by $(REWARD))
-	$(LAUNCH) bash -o pipefail -c "$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(1) --shard $$*/$(SHARDS) \
+	$(LAUNCH) bash -o pipefail -c "$(REST) sample -m $$$$(cat $$<) -n $(N) --include-ref --seed $(call grow_seed,$(1)) --shard $$*/$(SHARDS) \
 	  $(SAMPLE_OPTS) $(TRAIN_JSONL) | $(REST) score -r $(R_IN_DQ) -o $$@"
 $(RUN)/g$(1)/candidates.jsonl.gz: $(foreach k,$(SHARD_IDS),$(RUN)/g$(1)/shard-$(k).jsonl.gz)
 	@cat $$^ > $$@.tmp && mv $$@.tmp $$@ && rm -f $$^

@@ -20,8 +20,8 @@ PATIENCE ?= 3
 BC_OPTS ?= --preset demo --vocab-size 4000 --lr 1e-3 --warmup 400 --batch-tokens 4096
 FINETUNE_OPTS ?=
 
-# ReST from that BC: rest.mk (beside the checkout's root) with BC=RUN/bc, in RUN/chrf and RUN/free,
-# both controls. N samples per source, filtered per source by percentile over the samples alone,
+# ReST from that BC: rest.mk (beside the checkout's root) with BC=RUN/bc, in RUN/chrf/sSEED and
+# RUN/free/sSEED (SEED=1, 2, 3 repeat a run with other samples and batches), both controls. N samples per source, filtered per source by percentile over the samples alone,
 # each reference kept (FILTER_OPTS): with chrF a reference scores 1.0 against itself and would
 # otherwise set its samples' bar, and global thresholds left the Improve data mostly references.
 # The reference-free reward is slow (about 200 sentences/s on 2 cores), so its Grow steps sample
@@ -40,6 +40,7 @@ CHRF_REWARD ?= chrf
 FREE_REWARD ?= product(use, copy-guard, repeat-guard, length-guard, lang-guard)
 FREE_SOURCES ?= 6000
 LOOP_VARS ?=
+SEED ?= 1
 LENGTH := --max-length 80
 
 SHELL := bash
@@ -67,7 +68,7 @@ FREE_TRAIN := $(if $(filter 0,$(FREE_SOURCES)),$(RUN)/data/train.jsonl,$(RUN)/da
 
 # One ReST run from the converged BC: $(1) the run's name, $(2) the variable holding its reward
 # (a reward spec may hold commas, which $(call) would split at), $(3) its training data.
-rest_from_bc = $(MAKE) --no-print-directory -f $(REST_MK) rest REST='$(REST)' RUN=$(RUN)/$(1) BC=$(RUN)/bc \
+rest_from_bc = $(MAKE) --no-print-directory -f $(REST_MK) rest REST='$(REST)' RUN=$(RUN)/$(1)/s$(SEED) SEED=$(SEED) BC=$(RUN)/bc \
   TRAIN=$(3) VALID=$(RUN)/data/valid.jsonl TEST=$(RUN)/data/test.jsonl REWARD='$(subst ','\'',$($(2)))' \
   G=$(G) I=$(I) N=$(N) FILTER=percentile SCHEDULE='$(SCHEDULE)' FILTER_OPTS='$(FILTER_OPTS)' \
   LRS='$(LRS)' IMPROVE_STEPS=$(IMPROVE_STEPS) FINETUNE_OPTS='--batch-tokens 4096 $(FINETUNE_OPTS)' \

@@ -127,6 +127,7 @@ def check_trained_policy(value: str) -> None:
 # What each variable must be; checks that read one value take it, the others the whole settings.
 _VALUE_CHECKS: dict[str, Callable[[str], None]] = {
     **{name: (lambda value, least=1: _whole(value, least)) for name in WHOLE_AT_LEAST_1},
+    "SEED": lambda value: _whole(value, 0),
     "FILTER": check_one_of(FILTER_KINDS),
     "TASK": check_one_of(TASKS), "IMPROVE_FROM": check_one_of(IMPROVE_STARTS),
     "CONTROLS": check_one_of(CONTROL_ARMS, many=True),

@@ -108,6 +108,16 @@ def test_a_failing_sampler_fails_the_grow_step(tmp_path):
     assert not (run / "g1" / "candidates.jsonl.gz").exists() and not list((run / "g1").glob("shard-*"))
 
 
+def test_seed_changes_every_grow_steps_draw_and_every_fine_tune(tmp_path):
+    run, result = _grow_with_fake_rest(tmp_path, sample_exit=0, SHARDS="1", SEED="2")
+    assert result.returncode == 0, result.stderr
+    assert "--seed 2001 --shard 1/1" in (run / "g1" / "candidates.jsonl.gz").read_text()
+    dry = make(tmp_path / "dry", "-n", "rest", SEED="2")
+    assert dry.returncode == 0, dry.stderr
+    finetunes = [line for line in dry.stdout.splitlines() if "rest_cli finetune" in line]
+    assert finetunes and all("finetune --seed 2 " in line for line in finetunes)
+
+
 def test_launch_runs_each_shard_and_the_slurm_recipe_parses(tmp_path):
     launcher = tmp_path / "launch"
     launcher.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "launched"}\nexec "$@"\n')
@@ -396,9 +406,9 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"== BC (Grow 0): {run / 'bc'}, trained already ==" in result.stdout
-    assert (run / "chrf" / "g0" / "model" / "training.json").read_bytes() == \
+    assert (run / "chrf" / "s1" / "g0" / "model" / "training.json").read_bytes() == \
         (run / "bc" / "training.json").read_bytes()
-    results = json.loads((run / "chrf" / "results.json").read_text())
+    results = json.loads((run / "chrf" / "s1" / "results.json").read_text())
     assert [s["policy"] for s in results["steps"]] == ["bc", "g1-i1"]
     data = results["steps"][1]["improve_data"]
     assert data["references_out"] == 24 and data["samples_out"] > 0
