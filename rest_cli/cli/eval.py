@@ -27,6 +27,7 @@ from rest_cli.eval.evaluate import (
     with_significance,
 )
 from rest_cli.eval.evaluate import compare as compare_results
+from rest_cli.eval.plot import check_can_plot, plot_comparison
 from rest_cli.eval.sampled import SampleMeasures
 from rest_cli.eval.significance import ALPHA
 from rest_cli.io.records import Record, RecordReader
@@ -85,6 +86,10 @@ def evaluate(
     hack_threshold: Annotated[float, typer.Option(
         help="Without the bootstrap (--bootstrap 0, or samples per source): flag reward hacking when a "
              "reward rises while BLEU or chrF falls by more than this many points.")] = 1.0,
+    plot: Annotated[Optional[Path], typer.Option(
+        metavar="FILE.png",
+        help="With --compare and the bootstrap: also draw each figure of each system with its 95% "
+             "interval and p-value against the first (needs matplotlib).")] = None,
     brief: Annotated[bool, typer.Option(
         "--brief", help="One line per result on stderr instead of the table (same JSON).")] = False,
     skip_invalid: SkipInvalidOpt = False,
@@ -92,6 +97,8 @@ def evaluate(
     """Print a table on stderr and the figures as JSON on stdout. The set is held in memory."""
     if not model:
         _refuse_model_options(ctx)
+    if plot is not None:
+        check_can_plot(compare, bootstrap)
     measures = _measures(ctx, pass_at, majority, correct_at, rewards=bool(reward or reward_config))
     plan = EvalPlan(decode=DecodeOptions(n=1, beam=beam, max_length=max_length),
                     sample_n=sample or measures.most, temperature=temperature, max_length=max_length,
@@ -111,6 +118,8 @@ def evaluate(
             data, evaluations = _given_outputs(input, compare or [], rewards, measures, skip_invalid)
     opts.report_truncated("eval", rewards)
     results = with_significance(evaluations, bootstrap)
+    if plot is not None:
+        plot_comparison(results, plot)
     report = {"data": data, "results": results, "comparisons": compare_results(results, hack_threshold)}
     if brief:
         _print_brief(report)
