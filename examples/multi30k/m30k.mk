@@ -21,9 +21,10 @@ BC_OPTS ?= --preset demo --vocab-size 4000 --lr 1e-3 --warmup 400 --batch-tokens
 FINETUNE_OPTS ?=
 
 # ReST from that BC: rest.mk (beside the checkout's root) with BC=RUN/bc, in RUN/chrf/sSEED and
-# RUN/free/sSEED (SEED=1, 2, 3 repeat a run with other samples and batches), both controls. N samples per source, filtered per source by percentile over the samples alone,
-# each reference kept (FILTER_OPTS): with chrF a reference scores 1.0 against itself and would
-# otherwise set its samples' bar, and global thresholds left the Improve data mostly references.
+# RUN/free/sSEED (SEED=1, 2, 3 repeat a run with other samples and batches), both controls. N
+# samples per source, filtered per source by percentile over the samples alone, each reference
+# kept (FILTER_OPTS): with chrF a reference scores 1.0 against itself and would otherwise set its
+# samples' bar, and global thresholds left the Improve data mostly references.
 # The reference-free reward is slow (about 200 sentences/s on 2 cores), so its Grow steps sample
 # the first FREE_SOURCES training sources (0: all). More rest.mk variables: LOOP_VARS='I=2 ...'.
 REST_MK ?= $(dir $(lastword $(MAKEFILE_LIST)))../../rest.mk
