@@ -4,6 +4,7 @@
 #   make -f examples/multi30k/m30k.mk bc          from the checkout, with rest on PATH or REST=...
 #   make -f examples/multi30k/m30k.mk rest-chrf   ReST with chrF against the references
 #   make -f examples/multi30k/m30k.mk rest-free   ReST with a reference-free reward (FREE_REWARD)
+#   make -f examples/multi30k/m30k.mk compare-chrf compare-free   the test-set comparison, with significance
 #
 # The BC is rest's `demo` Transformer (2+2 layers, d 128) with a 4,000-piece vocabulary, the size
 # this 2-core machine trains in about an hour; validation every VALID_EVERY steps, stopping after
@@ -47,7 +48,7 @@ LENGTH := --max-length 80
 SHELL := bash
 .SHELLFLAGS := -o pipefail -c
 .DELETE_ON_ERROR:
-.PHONY: bc data rest-chrf rest-free
+.PHONY: bc data rest-chrf rest-free compare-chrf compare-free
 
 data: $(RUN)/data/train.jsonl $(RUN)/data/valid.jsonl $(RUN)/data/test.jsonl
 $(RUN)/data/train.jsonl: $(M30K)/train.de $(M30K)/train.en
@@ -80,3 +81,17 @@ rest-chrf: $(RUN)/bc/config.json data
 	$(call rest_from_bc,chrf,CHRF_REWARD,$(RUN)/data/train.jsonl)
 rest-free: $(RUN)/bc/config.json data $(FREE_TRAIN)
 	$(call rest_from_bc,free,FREE_REWARD,$(FREE_TRAIN))
+
+# The test-set comparison of a finished run (rest eval --compare, paired bootstrap): the converged
+# control first, so that every p-value is against it, then BC, the more-training control and
+# ReST's final policy, under both rewards, with BLEU and chrF; RUN/NAME/sSEED/compare.{json,png}.
+compare_run = out=$(RUN)/$(1)/s$(SEED)/compare && \
+  $(REST) eval -m $(RUN)/$(1)/s$(SEED)/control/converged --compare $(RUN)/bc \
+    --compare $(RUN)/$(1)/s$(SEED)/control/more --compare "$$(cat $(RUN)/$(1)/s$(SEED)/g$(G)/policy)" \
+    -r '$(subst ','\'',$(CHRF_REWARD))' -r '$(subst ','\'',$(FREE_REWARD))' $(LENGTH) --plot $$out.png \
+    $(RUN)/data/test.jsonl > $$out.json.tmp && mv $$out.json.tmp $$out.json
+
+compare-chrf: rest-chrf
+	$(call compare_run,chrf)
+compare-free: rest-free
+	$(call compare_run,free)

@@ -376,7 +376,7 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
     """examples/multi30k/m30k.mk on six sentences: the splits converted, BC with early stopping."""
     data = tmp_path / "m30k"
     data.mkdir()
-    pairs = {"train": 24, "val": 6, "test_2016_flickr": 6}
+    pairs = {"train": 24, "val": 6, "test_2016_flickr": 12}
     for split, count in pairs.items():
         (data / f"{split}.de").write_text("".join(f"Satz {k} hier.\n" for k in range(count)))
         (data / f"{split}.en").write_text("".join(f"Sentence {k} here.\n" for k in range(count)))
@@ -391,7 +391,7 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [len((run / "data" / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "valid", "test")] \
-        == [24, 6, 6]
+        == [24, 6, 12]
     training = json.loads((run / "bc" / "training.json").read_text())
     assert training["options"]["patience"] == 3 and training["options"]["valid_every"] == 2
     assert training["best_step"] is not None and training["steps"] <= 6
@@ -413,3 +413,19 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
     data = results["steps"][1]["improve_data"]
     assert data["references_out"] == 24 and data["samples_out"] > 0
     assert sorted(c["policy"] for c in results["controls"]) == ["control-converged", "control-more"]
+
+    # The test-set comparison against the converged control, with its picture.
+    result = subprocess.run(["make", "--no-print-directory", "-f", recipe, "compare-chrf",
+                             "FREE_REWARD=product(copy-guard, repeat-guard)",
+                             *(f"{k}={v}" for k, v in {**variables, **loop}.items())],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "chrf" / "s1" / "compare.json").read_text())
+    seed_run = run / "chrf" / "s1"
+    assert [r["model"] for r in report["results"]] == [
+        str(seed_run / "control" / "converged"), str(run / "bc"), str(seed_run / "control" / "more"),
+        (seed_run / "g1" / "policy").read_text().strip()]
+    assert set(report["results"][3]["bootstrap"]["rewards"]) == {"chrf", "product(copy-guard, repeat-guard)"}
+    assert "p_value" in report["results"][3]["bootstrap"]["chrf"]
+    assert (run / "chrf" / "s1" / "compare.png").read_bytes().startswith(b"\x89PNG")
