@@ -6,8 +6,9 @@
 #   make -f examples/multi30k/m30k.mk rest-free   ReST with a reference-free reward (FREE_REWARD)
 #   make -f examples/multi30k/m30k.mk compare-chrf compare-free   the test-set comparison, with significance
 #
-# The BC is rest's `demo` Transformer (2+2 layers, d 128) with a 4,000-piece vocabulary, the size
-# this 2-core machine trains in about an hour; validation every VALID_EVERY steps, stopping after
+# The BC is rest's `demo` Transformer (2+2 layers, d 128) with a 4,000-piece vocabulary, small
+# enough for a 2-core machine (about 3-4 steps a second with --threads 2: 20,000 steps and still
+# falling slowly took about 1h40m of training); validation every VALID_EVERY steps, stopping after
 # PATIENCE validations without a new best (the best is kept), MAX_STEPS at most. Interrupted, it
 # resumes from RUN/bc.partial/ when run again (checkpoints every VALID_EVERY / 2 steps). On a GPU
 # machine add FINETUNE_OPTS="--device cuda".
@@ -26,8 +27,9 @@ FINETUNE_OPTS ?=
 # samples per source, filtered per source by percentile over the samples alone, each reference
 # kept (FILTER_OPTS): with chrF a reference scores 1.0 against itself and would otherwise set its
 # samples' bar, and global thresholds left the Improve data mostly references.
-# The reference-free reward is slow (about 200 sentences/s on 2 cores), so its Grow steps sample
-# the first FREE_SOURCES training sources (0: all). More rest.mk variables: LOOP_VARS='I=2 ...'.
+# The reference-free reward is slow (about 200 sentences/s on 2 cores), so its Grow steps draw
+# FREE_N samples per source, not N: every training source is sampled in both runs, so that ReST
+# and the controls see the same original data. More rest.mk variables: LOOP_VARS='I=2 ...'.
 REST_MK ?= $(dir $(lastword $(MAKEFILE_LIST)))../../rest.mk
 G ?= 2
 I ?= 4
@@ -40,7 +42,7 @@ CONTROL_MAX_STEPS ?= $(shell echo $$(( $(G) * $(I) * $(IMPROVE_STEPS) )))
 FILTER_OPTS ?= --dedup --references keep
 CHRF_REWARD ?= chrf
 FREE_REWARD ?= product(use, copy-guard, repeat-guard, length-guard, lang-guard)
-FREE_SOURCES ?= 6000
+FREE_N ?= 4
 LOOP_VARS ?=
 SEED ?= 1
 LENGTH := --max-length 80
@@ -64,23 +66,19 @@ $(RUN)/bc/config.json: $(RUN)/data/train.jsonl $(RUN)/data/valid.jsonl
 	  --valid-every $(VALID_EVERY) --patience $(PATIENCE) --checkpoint-every $$(( $(VALID_EVERY) / 2 )) \
 	  --log-every 500 $(FINETUNE_OPTS) --output $(@D)
 
-$(RUN)/data/train-first$(FREE_SOURCES).jsonl: $(RUN)/data/train.jsonl
-	head -n $(FREE_SOURCES) $< > $@.tmp && mv $@.tmp $@
-FREE_TRAIN := $(if $(filter 0,$(FREE_SOURCES)),$(RUN)/data/train.jsonl,$(RUN)/data/train-first$(FREE_SOURCES).jsonl)
-
 # One ReST run from the converged BC: $(1) the run's name, $(2) the variable holding its reward
-# (a reward spec may hold commas, which $(call) would split at), $(3) its training data.
+# (a reward spec may hold commas, which $(call) would split at), $(3) samples per source.
 rest_from_bc = $(MAKE) --no-print-directory -f $(REST_MK) rest REST='$(REST)' RUN=$(RUN)/$(1)/s$(SEED) SEED=$(SEED) BC=$(RUN)/bc \
-  TRAIN=$(3) VALID=$(RUN)/data/valid.jsonl TEST=$(RUN)/data/test.jsonl REWARD='$(subst ','\'',$($(2)))' \
-  G=$(G) I=$(I) N=$(N) FILTER=percentile SCHEDULE='$(SCHEDULE)' FILTER_OPTS='$(FILTER_OPTS)' \
+  TRAIN=$(RUN)/data/train.jsonl VALID=$(RUN)/data/valid.jsonl TEST=$(RUN)/data/test.jsonl REWARD='$(subst ','\'',$($(2)))' \
+  G=$(G) I=$(I) N=$(3) FILTER=percentile SCHEDULE='$(SCHEDULE)' FILTER_OPTS='$(FILTER_OPTS)' \
   LRS='$(LRS)' IMPROVE_STEPS=$(IMPROVE_STEPS) FINETUNE_OPTS='--batch-tokens 4096 $(FINETUNE_OPTS)' \
   SAMPLE_OPTS='--temperature 0.8 $(LENGTH)' EVAL_OPTS='$(LENGTH)' TEST_OPTS='$(LENGTH) --sample 4' \
   CONTROL_MAX_STEPS=$(CONTROL_MAX_STEPS) BON_N=1,2,4,8 $(LOOP_VARS)
 
 rest-chrf: $(RUN)/bc/config.json data
-	$(call rest_from_bc,chrf,CHRF_REWARD,$(RUN)/data/train.jsonl)
-rest-free: $(RUN)/bc/config.json data $(FREE_TRAIN)
-	$(call rest_from_bc,free,FREE_REWARD,$(FREE_TRAIN))
+	$(call rest_from_bc,chrf,CHRF_REWARD,$(N))
+rest-free: $(RUN)/bc/config.json data
+	$(call rest_from_bc,free,FREE_REWARD,$(FREE_N))
 
 # The test-set comparison of a finished run (rest eval --compare, paired bootstrap): the converged
 # control first, so that every p-value is against it, then BC, the more-training control and

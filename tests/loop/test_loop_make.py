@@ -414,6 +414,14 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
     assert data["references_out"] == 24 and data["samples_out"] > 0
     assert sorted(c["policy"] for c in results["controls"]) == ["control-converged", "control-more"]
 
+    # The reference-free run: the same loop in its own folder, FREE_N samples per source.
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "-f", recipe, "rest-free", "FREE_N=3",
+                          *(f"{k}={v}" for k, v in {**variables, **loop}.items())],
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert f"RUN={run}/free/s1 " in dry.stdout and " N=3 " in dry.stdout
+    assert "REWARD='product(use, copy-guard, repeat-guard, length-guard, lang-guard)'" in dry.stdout
+
     # The test-set comparison against the converged control, with its picture.
     result = subprocess.run(["make", "--no-print-directory", "-f", recipe, "compare-chrf",
                              "FREE_REWARD=product(copy-guard, repeat-guard)",
