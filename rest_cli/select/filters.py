@@ -119,7 +119,8 @@ def filter_group(group: list[Record], spec: FilterSpec) -> list[Record]:
     if spec.references == "drop":
         return _filter_candidates(samples, spec)
     if spec.dedup:  # a sample that repeats its reference would train on the reference twice
-        samples = [r for r in samples if r["hyp"] not in {ref["hyp"] for ref in refs}]
+        reference_texts = {ref["hyp"] for ref in refs}
+        samples = [r for r in samples if r["hyp"] not in reference_texts]
     kept = {id(r) for r in refs} | {id(r) for r in _filter_candidates(samples, spec)}
     return [r for r in group if id(r) in kept]
 
