@@ -7,6 +7,7 @@ written above it, so that "is this gain real?" reads off the picture as it does 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from rest_cli.errors import UsageError
@@ -33,6 +34,16 @@ def short_label(model: str) -> str:
     if len(parts) > 1 and parts[-1] == "model":
         parts = parts[:-1]
     return "/".join(parts[-2:]) or model
+
+
+# Characters per line of a panel's title: a composite reward's spec runs far wider than its panel
+# and would print over its neighbours' titles.
+TITLE_WIDTH = 32
+
+
+def panel_title(title: str) -> str:
+    """`title` in lines of at most TITLE_WIDTH characters, broken at spaces (a spec's commas)."""
+    return "\n".join(textwrap.wrap(title, TITLE_WIDTH, break_long_words=False, break_on_hyphens=False))
 
 
 def panels(results: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -77,5 +88,5 @@ def _panel(axis, title: str, labels: list[str], estimates: list[dict]) -> None:
         axis.annotate(f"p={estimate['p_value']:.3f}", (k, estimate["mean"] + estimate["ci"]),
                       textcoords="offset points", xytext=(0, 4), ha="center", fontsize="small")
     axis.set_xticks(list(positions), labels, rotation=30, ha="right")
-    axis.set_title(title)
+    axis.set_title(panel_title(title), fontsize="medium")
     axis.margins(x=0.2, y=0.15)

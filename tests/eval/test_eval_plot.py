@@ -4,7 +4,7 @@ import pytest
 
 from rest_cli.errors import UsageError
 from rest_cli.eval.evaluate import with_significance
-from rest_cli.eval.plot import panels, plot_comparison, short_label
+from rest_cli.eval.plot import TITLE_WIDTH, panel_title, panels, plot_comparison, short_label
 from tests.eval.test_eval_outputs import REFS, invoke, one_error_line, outputs
 from tests.eval.test_significance import corpus, evaluations
 
@@ -24,6 +24,14 @@ def test_a_panel_per_figure_holds_each_systems_estimate_in_order():
     reward = found[0][1]
     assert [e["mean"] for e in reward] == pytest.approx([0.4, 0.8]) and "p_value" in reward[1]
     assert found[1][1][1] == results[1]["bootstrap"]["bleu"]
+
+
+def test_a_long_reward_spec_is_broken_into_lines_that_fit_its_panel():
+    spec = "reward product(use, copy-guard, repeat-guard, length-guard, lang-guard)"
+    lines = panel_title(spec).split("\n")
+    assert len(lines) > 1 and all(len(line) <= TITLE_WIDTH for line in lines)
+    assert " ".join(lines) == spec
+    assert panel_title("BLEU") == "BLEU"
 
 
 def test_the_picture_is_a_png_written_whole(tmp_path):
