@@ -11,8 +11,10 @@
 # steps, best at 32,000, after 4h01m of training); validation every VALID_EVERY steps, stopping after
 # PATIENCE validations without a new best (the best is kept), MAX_STEPS at most. Interrupted, it
 # resumes from RUN/bc.partial/ when run again (checkpoints every VALID_EVERY / 2 steps). On a GPU
-# machine add FINETUNE_OPTS="--device cuda". The two ReST runs can share a 2-core machine:
-# OMP_NUM_THREADS=1 and FINETUNE_OPTS="--threads 1 --bf16" for each ran both in 53 minutes.
+# machine add FINETUNE_OPTS="--device cuda". The two ReST runs can share a 2-core machine once the
+# BC is trained (make bc first: two makes started together would both start it, and the second
+# `rest finetune` is refused): OMP_NUM_THREADS=1 and FINETUNE_OPTS="--threads 1 --bf16" for each
+# ran both in 53 minutes.
 
 M30K ?= ../shared/data/multi30k-de-en
 RUN ?= runs/m30k
@@ -61,9 +63,12 @@ $(RUN)/data/%.jsonl:
 	@mkdir -p $(@D)
 	$(REST) from-text $^ -o $@
 
+# The data is an order-only prerequisite of the BC: the BC takes hours, and a fresh copy of the same
+# corpus (new timestamps, same text) must not start it again. Its training.json holds the sha256 of
+# the data it learnt from; after changing the data, delete RUN/bc.
 bc: $(RUN)/bc/config.json
-$(RUN)/bc/config.json: $(RUN)/data/train.jsonl $(RUN)/data/valid.jsonl
-	$(REST) finetune $< --valid $(RUN)/data/valid.jsonl $(BC_OPTS) --steps $(MAX_STEPS) \
+$(RUN)/bc/config.json: | $(RUN)/data/train.jsonl $(RUN)/data/valid.jsonl
+	$(REST) finetune $(RUN)/data/train.jsonl --valid $(RUN)/data/valid.jsonl $(BC_OPTS) --steps $(MAX_STEPS) \
 	  --valid-every $(VALID_EVERY) --patience $(PATIENCE) --checkpoint-every $$(( $(VALID_EVERY) / 2 )) \
 	  --log-every 500 $(FINETUNE_OPTS) --output $(@D)
 

@@ -12,6 +12,7 @@ the destination, not the temporary name.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from rest_cli.errors import OutputError
+from rest_cli.errors import OutputError, UsageError
 
 
 def _prefix(path: Path, what: str = "") -> str:
@@ -184,6 +185,31 @@ def write_file(path: str | os.PathLike, data: bytes) -> None:
             out.write(data)
         except OSError as err:
             raise cannot_write(path, err) from None
+
+
+def sole_writer(lock: str | os.PathLike, output: str | os.PathLike) -> IO[bytes]:
+    """Claim `output`, which a run writes over many steps, for this process alone.
+
+    `lock` (created if missing, never truncated, never a symlink followed) is held under an exclusive
+    lock until the returned handle is closed or the process ends, even by SIGKILL. A second run
+    writing the same output, say two make targets started in parallel that both need it, is refused
+    with one line rather than mixing its writes with the first one's.
+    """
+    try:
+        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        raise cannot_write(lock, err) from None
+    handle = os.fdopen(descriptor, "ab")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"{output} is being written by another run of this command; let it finish "
+                         f"or stop it first") from None
+    except OSError as err:
+        handle.close()
+        raise cannot_write(lock, err) from None
+    return handle
 
 
 def usual_permissions(path: Path, mode: int = 0o777) -> None:

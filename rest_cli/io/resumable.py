@@ -10,7 +10,6 @@ which would mix two runs in one file.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import os
 import shutil
@@ -22,7 +21,7 @@ from typing import IO, Any
 import orjson
 
 from rest_cli.errors import OutputError, UsageError
-from rest_cli.io.atomic import replacing_file, write_file
+from rest_cli.io.atomic import replacing_file, sole_writer, write_file
 from rest_cli.io.records import Record
 
 
@@ -42,7 +41,7 @@ class ResumableOutput:
         OUT.partial stays locked until `finish`: a second run on the same output is refused
         rather than interleaving its candidates with this one's.
         """
-        self._take_lock()
+        self._lock = sole_writer(self.partial, self.partial)  # the lock is on the output itself
         if self.meta.exists():
             stored = self._stored_run()
             if stored != self.run:
@@ -58,16 +57,6 @@ class ResumableOutput:
             raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
         write_file(self.meta, orjson.dumps(self.run, option=orjson.OPT_SORT_KEYS))
         return 0
-
-    def _take_lock(self) -> None:
-        try:
-            self._lock = open(self.partial, "ab")  # creates it if missing; never truncates another run's
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"{self.partial} is being written by another run of this command; let it "
-                             f"finish or stop it first") from None
-        except OSError as err:
-            raise OutputError(f"cannot write {self.partial}: {err.strerror}") from None
 
     def _stored_run(self) -> dict[str, Any]:
         try:

@@ -24,7 +24,7 @@ import torch
 
 from rest_cli import __version__
 from rest_cli.errors import InputError, RestError, UsageError
-from rest_cli.io.atomic import write_file
+from rest_cli.io.atomic import sole_writer, write_file
 from rest_cli.io.shards import derived_seed
 from rest_cli.models import modeldir
 from rest_cli.models.base import SCRATCH_KIND, PolicyKind, get_kind
@@ -80,37 +80,40 @@ def _finetune(train_path, output_dir, options: FinetuneOptions, valid_path, init
         options = replace(options, epochs=None)
     pairs, stats = _read(train_path, valid_path, options, say, world, device)
     work = partial_dir(output_dir)
-    fingerprint = _fingerprint(options, stats, init_dir)
-    # Rank 0 creates the work directory and tokenizer; the other ranks then find them in place.
-    resuming = _main_first(world, lambda: _open_work_dir(work, fingerprint))
-    # From scratch, the tokenizer learns from every training text: under torchrun rank 0 reads them all.
-    vocabulary_pairs = (lambda: load_pairs(train_path, options.skip_invalid)[0]) if world.distributed \
-        else (lambda: pairs["train"])
-    with _removed_on_error(work, keep=resuming or not world.is_main):
-        tokenizer_folder = _main_first(
-            world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
-        tokenizer = kind.tokenizer(tokenizer_folder)
-        data = {name: _tokenize(pairs[name], kind, tokenizer, options, stats[name], say,
-                                _holders(name, world), device, _reads(name, options).numbers)
-                for name in pairs}
-        model = _build_model(kind, init_dir, tokenizer.vocab_size, options)
-        if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
-            torch.manual_seed(derived_seed(options.seed, "rank", world.rank))
-        trainer = Trainer(model, kind, tokenizer, data["train"], data.get("valid"), options, work,
-                          fingerprint, device, bf16, on_progress, say, world)
-        _start(trainer, resuming, say)
-    if device.type == "cpu" and options.threads is None:
-        _warn_if_cores_are_busy(say)
-    if device.type == "cpu" and options.bf16 is None and _cpu_multiplies_in_bf16():
-        say("this CPU has bfloat16 matrix units: --bf16 trained 1.3x (demo) to 2.5x (iwslt) faster here, "
-            "with the same loss (docs/benchmarks.md)")
-    with _deferred_interrupts(trainer.request_stop):
-        trainer.run()
-    record = _training_record(trainer, stats, init_dir, device, bf16)
-    last = _unsharded(trainer, lambda: _build_model(kind, init_dir, tokenizer.vocab_size, options))
-    if world.is_main:
-        _write_outputs(trainer, last, output_dir, tokenizer_folder, record, save_last)
-    world.barrier()  # the model directory is complete before any rank reports success
+    # Rank 0 holds the work folder until the run ends: a second run writing the same output (two
+    # make targets in parallel that both need it) is refused instead of sharing its checkpoints.
+    with _work_folder_claimed(work) if world.is_main else contextlib.nullcontext():
+        fingerprint = _fingerprint(options, stats, init_dir)
+        # Rank 0 creates the work directory and tokenizer; the other ranks then find them in place.
+        resuming = _main_first(world, lambda: _open_work_dir(work, fingerprint))
+        # From scratch, the tokenizer learns from every training text: under torchrun rank 0 reads them all.
+        vocabulary_pairs = (lambda: load_pairs(train_path, options.skip_invalid)[0]) if world.distributed \
+            else (lambda: pairs["train"])
+        with _removed_on_error(work, keep=resuming or not world.is_main):
+            tokenizer_folder = _main_first(
+                world, lambda: _tokenizer_folder(kind, work, init_dir, vocabulary_pairs, options))
+            tokenizer = kind.tokenizer(tokenizer_folder)
+            data = {name: _tokenize(pairs[name], kind, tokenizer, options, stats[name], say,
+                                    _holders(name, world), device, _reads(name, options).numbers)
+                    for name in pairs}
+            model = _build_model(kind, init_dir, tokenizer.vocab_size, options)
+            if world.distributed:  # the same initial weights everywhere, then each rank its own dropout
+                torch.manual_seed(derived_seed(options.seed, "rank", world.rank))
+            trainer = Trainer(model, kind, tokenizer, data["train"], data.get("valid"), options, work,
+                              fingerprint, device, bf16, on_progress, say, world)
+            _start(trainer, resuming, say)
+        if device.type == "cpu" and options.threads is None:
+            _warn_if_cores_are_busy(say)
+        if device.type == "cpu" and options.bf16 is None and _cpu_multiplies_in_bf16():
+            say("this CPU has bfloat16 matrix units: --bf16 trained 1.3x (demo) to 2.5x (iwslt) faster here, "
+                "with the same loss (docs/benchmarks.md)")
+        with _deferred_interrupts(trainer.request_stop):
+            trainer.run()
+        record = _training_record(trainer, stats, init_dir, device, bf16)
+        last = _unsharded(trainer, lambda: _build_model(kind, init_dir, tokenizer.vocab_size, options))
+        if world.is_main:
+            _write_outputs(trainer, last, output_dir, tokenizer_folder, record, save_last)
+        world.barrier()  # the model directory is complete before any rank reports success
     return record
 
 
@@ -125,6 +128,13 @@ def _removed_on_error(work: Path, keep: bool) -> Iterator[None]:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _work_folder_claimed(work: Path) -> Iterator[None]:
+    work.mkdir(parents=True, exist_ok=True)
+    with sole_writer(work / ".lock", work):
+        yield
 
 
 def _main_first(world: World, make: Callable[[], Any]) -> Any:

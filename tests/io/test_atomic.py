@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from rest_cli.errors import OutputError
-from rest_cli.io.atomic import replacing_dir, replacing_file, write_file
+from rest_cli.errors import OutputError, UsageError
+from rest_cli.io.atomic import replacing_dir, replacing_file, sole_writer, write_file
 
 
 def _umask() -> int:
@@ -86,3 +86,19 @@ def test_temporaries_a_killed_writer_left_go_with_the_next_write(tmp_path):
         (folder / "a").write_text("1")
     assert not any(p.exists() for p in orphans) and live.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model", "out.txt"]
+
+
+def test_an_output_has_one_writer_until_it_lets_go(tmp_path):
+    first = sole_writer(tmp_path / "lock", tmp_path / "out")
+    with pytest.raises(UsageError, match=r"out is being written by another run of this command"):
+        sole_writer(tmp_path / "lock", tmp_path / "out")
+    first.close()
+    sole_writer(tmp_path / "lock", tmp_path / "out").close()
+
+
+def test_a_lock_planted_as_a_symlink_is_not_followed(tmp_path):
+    (tmp_path / "theirs").write_bytes(b"kept")
+    (tmp_path / "lock").symlink_to(tmp_path / "theirs")
+    with pytest.raises(OutputError, match=r"cannot write .*lock"):
+        sole_writer(tmp_path / "lock", tmp_path / "out")
+    assert (tmp_path / "theirs").read_bytes() == b"kept"

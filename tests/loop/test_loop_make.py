@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -395,6 +396,16 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
     training = json.loads((run / "bc" / "training.json").read_text())
     assert training["options"]["patience"] == 3 and training["options"]["valid_every"] == 2
     assert training["best_step"] is not None and training["steps"] <= 6
+
+    # A fresh copy of the same corpus (newer timestamps) converts the data again but keeps the BC.
+    later = time.time() + 10
+    for path in data.iterdir():
+        os.utime(path, (later, later))
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "-f", recipe, "bc",
+                          *(f"{k}={v}" for k, v in variables.items())],
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "from-text" in dry.stdout and "finetune" not in dry.stdout
 
     # ReST from that BC (BC= in rest.mk: copied in, not trained again), references kept beside
     # the samples that pass each source's percentile.

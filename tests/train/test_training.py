@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -153,6 +154,22 @@ def test_resuming_with_other_options_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"m\.partial holds an interrupted run .* delete it"):
         finetune(str(train), tmp_path / "m", tiny(steps=10, lr=1e-3))
     assert not (tmp_path / "m").exists()
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_trains(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", copy_pairs(100))
+    refusals = []
+
+    def start_another_at_step_2(progress):
+        if progress.step == 2:
+            with pytest.raises(UsageError) as refused:
+                finetune(str(train), tmp_path / "m", tiny(steps=10))
+            refusals.append(str(refused.value))
+    record = finetune(str(train), tmp_path / "m", tiny(steps=10), on_progress=start_another_at_step_2)
+    assert len(refusals) == 1
+    assert re.fullmatch(r".*m\.partial is being written by another run of this command; .*", refusals[0])
+    assert record["steps"] == 10 and (tmp_path / "m" / "config.json").exists()
+    assert not partial_dir(tmp_path / "m").exists()
 
 
 def test_a_damaged_checkpoint_is_one_clear_error(tmp_path):
