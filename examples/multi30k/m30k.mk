@@ -26,7 +26,8 @@ BC_OPTS ?= --preset demo --vocab-size 4000 --lr 1e-3 --warmup 400 --batch-tokens
 FINETUNE_OPTS ?=
 
 # ReST from that BC: rest.mk (beside the checkout's root) with BC=RUN/bc, in RUN/chrf/sSEED and
-# RUN/free/sSEED (SEED=1, 2, 3 repeat a run with other samples and batches), both controls. N
+# RUN/free/sSEED (SEED=1, 2, 3 repeat a run with other samples and batches; CHRF_NAME and
+# FREE_NAME name other folders than chrf and free), both controls. N
 # samples per source, filtered per source by percentile over the samples alone, each reference
 # kept (FILTER_OPTS): with chrF a reference scores 1.0 against itself and would otherwise set its
 # samples' bar, and global thresholds left the Improve data mostly references.
@@ -46,6 +47,9 @@ FILTER_OPTS ?= --dedup --references keep
 CHRF_REWARD ?= chrf
 FREE_REWARD ?= product(use, copy-guard, repeat-guard, length-guard, lang-guard)
 FREE_N ?= 4
+# The runs' folders under RUN: another name keeps a variant (another FREE_REWARD, say) beside them.
+CHRF_NAME ?= chrf
+FREE_NAME ?= free
 LOOP_VARS ?=
 SEED ?= 1
 LENGTH := --max-length 80
@@ -82,9 +86,9 @@ rest_from_bc = $(MAKE) --no-print-directory -f $(REST_MK) rest REST='$(REST)' RU
   CONTROL_MAX_STEPS=$(CONTROL_MAX_STEPS) BON_N=1,2,4,8 $(LOOP_VARS)
 
 rest-chrf: $(RUN)/bc/config.json data
-	$(call rest_from_bc,chrf,CHRF_REWARD,$(N))
+	$(call rest_from_bc,$(CHRF_NAME),CHRF_REWARD,$(N))
 rest-free: $(RUN)/bc/config.json data
-	$(call rest_from_bc,free,FREE_REWARD,$(FREE_N))
+	$(call rest_from_bc,$(FREE_NAME),FREE_REWARD,$(FREE_N))
 
 # The test-set comparison of a finished run (rest eval --compare, paired bootstrap): the converged
 # control first, so that every p-value is against it, then BC, the more-training control and
@@ -96,6 +100,6 @@ compare_run = out=$(RUN)/$(1)/s$(SEED)/compare && \
     $(RUN)/data/test.jsonl > $$out.json.tmp && mv $$out.json.tmp $$out.json
 
 compare-chrf: rest-chrf
-	$(call compare_run,chrf)
+	$(call compare_run,$(CHRF_NAME))
 compare-free: rest-free
-	$(call compare_run,free)
+	$(call compare_run,$(FREE_NAME))

@@ -432,6 +432,10 @@ def test_the_multi30k_recipe_trains_bc_until_validation_stops_improving(tmp_path
     assert dry.returncode == 0, dry.stderr
     assert f"RUN={run}/free/s1 " in dry.stdout and " N=3 " in dry.stdout
     assert "REWARD='product(use, copy-guard, repeat-guard, length-guard, lang-guard)'" in dry.stdout
+    variant = subprocess.run(["make", "-n", "--no-print-directory", "-f", recipe, "compare-free",
+                              "FREE_NAME=free-len", *(f"{k}={v}" for k, v in {**variables, **loop}.items())],
+                             capture_output=True, text=True, timeout=120)
+    assert f"RUN={run}/free-len/s1 " in variant.stdout and f"{run}/free/" not in variant.stdout
 
     # The test-set comparison against the converged control, with its picture.
     result = subprocess.run(["make", "--no-print-directory", "-f", recipe, "compare-chrf",
