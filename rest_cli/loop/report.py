@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rest_cli.io.atomic import replacing_file
 from rest_cli.loop.layout import BC, RunLayout, parse_step_name
-from rest_cli.select.filters import mostly_references
+from rest_cli.select.filters import more_samples_advice, mostly_references
 
 
 def _load(path: Path) -> dict | None:
@@ -79,9 +79,8 @@ def warnings(results: dict) -> list[str]:
         if data and mostly_references(data.get("reference_share")):
             found.append(f"{display_name(row['policy'])} trained on data that is "
                          f"{100 * data['reference_share']:.0f}% references ({data['references_out']:,} of "
-                         f"{data['records_out']:,}): mostly behaviour cloning again; sample more candidates "
-                         f"per source (N) and filter per source (FILTER=percentile) with "
-                         f"FILTER_OPTS=\"--references keep\"")
+                         f"{data['records_out']:,}): mostly behaviour cloning again; "
+                         f"{more_samples_advice(data['references_out'] == data.get('references_in'))}")
     if results.get("final_policy") == BC:
         found.append("the final policy is BC: no Improve step raised the validation reward, so ReST "
                      "changed nothing")

@@ -157,6 +157,16 @@ def mostly_references(share: float | None) -> bool:
     return share is not None and share > MOSTLY_REFERENCES
 
 
+def more_samples_advice(every_reference_kept: bool) -> str:
+    """How to make the policy's own samples most of the Improve data."""
+    if every_reference_kept:  # --references keep, or every reference passed: one sample a source only ties
+        return ("every reference is kept, so the samples outnumber them only where a source keeps two or "
+                "more: sample more candidates per source (N) or keep more of them per source (a lower "
+                "percentile or gamma)")
+    return ("sample more candidates per source (N) and filter per source (percentile or gamma) with "
+            "--references keep, which keeps each reference without letting it set its samples' bar")
+
+
 @dataclass
 class FilterStats:
     """What a filter run did, for the summary on stderr and `--stats`.
@@ -212,9 +222,8 @@ class FilterStats:
         if not mostly_references(self.reference_share):
             return None
         return (f"references are {100 * self.reference_share:.0f}% of the kept records: training on them "
-                f"is mostly more behaviour cloning, not learning from the policy's own samples; sample more "
-                f"candidates per source (N) and filter per source (--percentile, --gamma) with "
-                f"--references keep, which keeps each reference without letting it set its samples' bar")
+                f"is mostly more behaviour cloning, not learning from the policy's own samples; "
+                f"{more_samples_advice(self.refs_out == self.refs_in)}")
 
     def as_dict(self) -> dict:
         """The counts and means, for `rest filter --stats` (and the loop's report)."""

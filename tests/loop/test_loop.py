@@ -106,6 +106,17 @@ def test_improve_data_shows_samples_and_references_with_their_mean_rewards(tmp_p
     assert "| 100 (75% samples, mean reward 0.81; references 1.00) |" in text
 
 
+def test_with_every_reference_kept_the_advice_is_more_samples_per_source(tmp_path):
+    # One reference and about one sample per source (a few samples equal to their reference
+    # deduplicated): --references keep is in use already, so it is not the advice.
+    results = _run_with_improve_data(tmp_path, 0.51, "g1/i1/model")
+    stats = tmp_path / "run" / "g1" / "i1" / "data.stats.json"
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "references_in": 51}))
+    warning = collect(tmp_path / "run", "numbers")["warnings"][0]
+    assert "every reference is kept" in warning and "--references keep" not in warning
+    assert "--references keep" in results["warnings"][0]  # references_in unknown: the general advice
+
+
 def test_mostly_samples_is_not_flagged_and_a_final_bc_is(tmp_path):
     results = _run_with_improve_data(tmp_path, 0.3, "g0/model")
     assert results["final_policy"] == "bc"

@@ -160,6 +160,14 @@ def test_mostly_references_is_warned_about_and_half_is_not(tmp_path):
         [("a", [0.3, 0.4]), ("b", [0.2])]))), required=["reward"]), FilterSpec(tau=0.9), stats))
     assert stats.reference_share == 1.0
     assert "references are 100% of the kept records" in stats.references_warning()
+    assert "every reference is kept" in stats.references_warning()  # so --references keep is no remedy
+    some_dropped = FilterStats()
+    records = _with_references([("a", [0.3]), ("b", [0.2])]) + [
+        {"id": "c", "hyp": "c-ref", "reward": 0.5, "origin": "ref"}]
+    list(filter_records(RecordReader(str(write_jsonl(tmp_path / "z.jsonl", records)), required=["reward"]),
+                        FilterSpec(tau=0.9), some_dropped))
+    assert some_dropped.reference_share == 1.0
+    assert "with --references keep" in some_dropped.references_warning()
     half = FilterStats()
     list(filter_records(RecordReader(str(write_jsonl(tmp_path / "y.jsonl", _with_references(
         [("a", [0.95, 0.4])]))), required=["reward"]), FilterSpec(tau=0.9), half))
