@@ -46,7 +46,8 @@ CONTROL_MAX_STEPS ?= $(shell echo $$(( $(G) * $(I) * $(IMPROVE_STEPS) )))
 FILTER_OPTS ?= --dedup --references keep
 CHRF_REWARD ?= chrf
 # With length-guard(min_ratio=0.8) shorter output costs reward: BLEU held in two seeds, the reward
-# gain in one of them (docs/results.md); FREE_NAME=free-len runs it beside this one.
+# gain in one of them (docs/results.md). FREE_NAME=free-len with that FREE_REWARD runs it beside
+# this one.
 FREE_REWARD ?= product(use, copy-guard, repeat-guard, length-guard, lang-guard)
 FREE_N ?= 4
 # The runs' folders under RUN: another name keeps a variant (another FREE_REWARD, say) beside them.
